@@ -1,0 +1,4 @@
+//! Alert ingestion gateway.
+#![deny(missing_docs)]
+
+pub mod k8s;
