@@ -1,0 +1,4 @@
+//! One module per wire format.
+
+pub mod alertmanager;
+pub mod kubernetes_event;
