@@ -5,6 +5,7 @@
 //! request body it owns.
 
 pub mod adapters;
+pub mod freshness;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,19 @@ use jiff::Timestamp;
 
 use crate::fingerprint::Fingerprint;
 use crate::k8s::types::{ResourceRef, SignalSource};
+
+/// Longest `Signal::name` (`spec.signalName` allows 253 characters); longer names are truncated,
+/// not rejected: the name is not part of the fingerprint, so truncation cannot merge two
+/// problems, while a 400 would lose the signal for good.
+pub const SIGNAL_NAME_MAX_CHARS: usize = 253;
+/// Longest `Signal::severity` (`spec.severity` allows 1..50 characters); longer values are
+/// truncated for the same reason.
+pub const SEVERITY_MAX_CHARS: usize = 50;
+/// Longest target resource name: a Kubernetes object name (DNS subdomain) never exceeds it, so a
+/// longer one cannot name a resource and is rejected.
+pub const RESOURCE_NAME_MAX_CHARS: usize = 253;
+/// Longest target resource kind (`spec.targetResource.kind` allows 1..63 characters).
+pub const RESOURCE_KIND_MAX_CHARS: usize = 63;
 
 /// One monitoring signal, normalised from any source.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +52,14 @@ pub struct Signal {
     pub raw: String,
 }
 
+/// `s` cut to at most `max` characters (not bytes: the CRD's `maxLength` counts characters).
+pub(crate) fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
 /// Why a payload, or one alert of it, can never succeed. Every variant is a 400: Alertmanager
 /// drops 4xx for good, so only input that no retry could fix lands here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +76,15 @@ pub enum Rejection {
     /// No label names a target resource (DESIGN.md §3).
     #[error("no target resource label")]
     NoTargetResource,
+    /// A field is present but its value can never be stored, such as a resource name longer
+    /// than any Kubernetes name.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// The JSON path of the field, e.g. `involvedObject.name`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// An Event whose `type` is `Normal` (or anything but Warning / Error).
     #[error("event type {0:?} is not accepted: only Warning and Error events are signals")]
     UnsupportedEventType(String),
@@ -70,6 +101,7 @@ impl Rejection {
             Rejection::NoAlerts
             | Rejection::MissingField(_)
             | Rejection::NoTargetResource
+            | Rejection::InvalidField { .. }
             | Rejection::UnsupportedEventType(_) => "validation-error",
             Rejection::Freshness(_) => "stale-signal",
         }

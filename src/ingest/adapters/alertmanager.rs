@@ -1,19 +1,846 @@
-//! Alertmanager webhook payload, version 4.
+//! Alertmanager webhook payload, version 4 (DESIGN.md §2–3).
+//!
+//! The body is decoded by simd-json straight into borrowed wire structs: no DOM, no copy of any
+//! string until a [`Signal`] is built. Every field Alertmanager sends is declared with its
+//! type, so a wrongly typed value rejects the request just as the kubernaut Gateway's Go
+//! decoder does; unknown fields are ignored.
+//!
+//! Per alert: name = `labels.alertname` (required), severity = `labels.severity` verbatim else
+//! `"unknown"`, labels and annotations = the alert's merged over the common ones, target
+//! resource from the first of [`RESOURCE_LABELS`], firing time = `startsAt`. All label lookups
+//! read the merged labels, so a `cluster` or `namespace` that only appears in `commonLabels`
+//! still counts. Labels with empty values are treated as absent (Prometheus drops them).
+
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 
-use crate::ingest::{Rejection, Signal};
+use super::wire::{Str, StrMap, first_non_empty};
+use crate::fingerprint::Fingerprint;
+use crate::ingest::freshness::{self, check_not_future, check_not_stale};
+use crate::ingest::{
+    RESOURCE_NAME_MAX_CHARS, Rejection, SEVERITY_MAX_CHARS, SIGNAL_NAME_MAX_CHARS, Signal,
+    truncate_chars,
+};
+use crate::k8s::types::{ResourceRef, SignalSource};
+
+/// Labels that name the target resource, in precedence order, with the kind each implies.
+/// `job` is absent on purpose: in Prometheus it is the scrape job, not a Kubernetes Job.
+pub const RESOURCE_LABELS: [(&str, &str); 6] = [
+    ("pod", "Pod"),
+    ("deployment", "Deployment"),
+    ("statefulset", "StatefulSet"),
+    ("daemonset", "DaemonSet"),
+    ("node", "Node"),
+    ("service", "Service"),
+];
+
+/// The webhook body. Fields the gateway does not use are still declared so their types are
+/// checked (see the module docs).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // type-checked, never read
+struct Webhook<'a> {
+    #[serde(borrow)]
+    version: Option<Str<'a>>,
+    #[serde(borrow)]
+    group_key: Option<Str<'a>>,
+    truncated_alerts: Option<i64>,
+    #[serde(borrow)]
+    status: Option<Str<'a>>,
+    #[serde(borrow)]
+    receiver: Option<Str<'a>>,
+    #[serde(borrow)]
+    group_labels: Option<StrMap<'a>>,
+    #[serde(borrow)]
+    common_labels: Option<StrMap<'a>>,
+    #[serde(borrow)]
+    common_annotations: Option<StrMap<'a>>,
+    #[serde(borrow, rename = "externalURL")]
+    external_url: Option<Str<'a>>,
+    #[serde(borrow)]
+    alerts: Option<Vec<Alert<'a>>>,
+}
+
+/// One alert. Serialised back, in Alertmanager's field order, as the signal's `raw` payload.
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Alert<'a> {
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    status: Option<Str<'a>>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    labels: Option<StrMap<'a>>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    annotations: Option<StrMap<'a>>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    starts_at: Option<Str<'a>>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    ends_at: Option<Str<'a>>,
+    #[serde(
+        borrow,
+        rename = "generatorURL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    generator_url: Option<Str<'a>>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<Str<'a>>,
+}
 
 /// Parses an Alertmanager webhook body.
 ///
 /// `x_timestamp` is the raw `X-Timestamp` header, if any. The outer `Err` rejects the whole
 /// request (malformed JSON, no alerts, freshness); the inner results are per alert, each
-/// independent of the others.
+/// independent of the others, in payload order.
+///
+/// Freshness (DESIGN.md §2): with `X-Timestamp`, it must be integer unix seconds at most
+/// [`freshness::MAX_AGE`] old and [`freshness::MAX_FUTURE`] ahead, checked before the body is
+/// decoded so a replay costs no parse. Without it, the newest `startsAt` must exist and be at
+/// most [`freshness::MAX_FUTURE`] ahead; there is no age limit, because Alertmanager re-sends
+/// long-firing alerts with their original `startsAt`.
+///
+/// Per alert, a `startsAt` that is absent is [`Rejection::MissingField`], one that is not
+/// RFC 3339 is [`Rejection::Freshness`]; neither affects the other alerts.
 pub fn parse(
     body: &mut [u8],
     x_timestamp: Option<&[u8]>,
     now: Timestamp,
 ) -> Result<Vec<Result<Signal, Rejection>>, Rejection> {
-    let _ = (body, x_timestamp, now);
-    Err(Rejection::MalformedJson("not implemented".into()))
+    let header_checked = check_x_timestamp(x_timestamp, now)?;
+    let webhook: Webhook<'_> =
+        simd_json::from_slice(body).map_err(|e| Rejection::MalformedJson(e.to_string()))?;
+    signals(webhook, header_checked, now)
+}
+
+/// [`parse`] with serde_json as the decoder: same wire structs, same rules. Not used on the
+/// request path; it is the baseline of the `hot_path` bench and a second opinion for the fuzz
+/// targets.
+pub fn parse_with_serde_json(
+    body: &[u8],
+    x_timestamp: Option<&[u8]>,
+    now: Timestamp,
+) -> Result<Vec<Result<Signal, Rejection>>, Rejection> {
+    let header_checked = check_x_timestamp(x_timestamp, now)?;
+    let webhook: Webhook<'_> =
+        serde_json::from_slice(body).map_err(|e| Rejection::MalformedJson(e.to_string()))?;
+    signals(webhook, header_checked, now)
+}
+
+/// Checks `X-Timestamp` when present; says whether it was.
+fn check_x_timestamp(x_timestamp: Option<&[u8]>, now: Timestamp) -> Result<bool, Rejection> {
+    let Some(raw) = x_timestamp else {
+        return Ok(false);
+    };
+    let sent = freshness::parse_x_timestamp(raw)?;
+    check_not_stale(sent, now, "X-Timestamp")?;
+    check_not_future(sent, now, "X-Timestamp")?;
+    Ok(true)
+}
+
+fn signals(
+    webhook: Webhook<'_>,
+    header_checked: bool,
+    now: Timestamp,
+) -> Result<Vec<Result<Signal, Rejection>>, Rejection> {
+    let alerts = webhook.alerts.unwrap_or_default();
+    if alerts.is_empty() {
+        return Err(Rejection::NoAlerts);
+    }
+
+    let starts: Vec<Result<Option<Timestamp>, Rejection>> = alerts
+        .iter()
+        .map(|a| freshness::parse_rfc3339(a.starts_at.as_deref(), "startsAt"))
+        .collect();
+    if !header_checked {
+        let newest = starts
+            .iter()
+            .filter_map(|s| s.as_ref().ok().copied().flatten())
+            .max()
+            .ok_or_else(|| {
+                Rejection::Freshness("no alert carries a valid startsAt timestamp".into())
+            })?;
+        check_not_future(newest, now, "newest startsAt")?;
+    }
+
+    let mut common_labels = BTreeMap::new();
+    if let Some(common) = &webhook.common_labels {
+        common.merge_into(&mut common_labels);
+    }
+    let mut common_annotations = BTreeMap::new();
+    if let Some(common) = &webhook.common_annotations {
+        common.merge_into(&mut common_annotations);
+    }
+
+    Ok(alerts
+        .iter()
+        .zip(starts)
+        .map(|(alert, starts_at)| to_signal(alert, starts_at, &common_labels, &common_annotations))
+        .collect())
+}
+
+fn to_signal(
+    alert: &Alert<'_>,
+    starts_at: Result<Option<Timestamp>, Rejection>,
+    common_labels: &BTreeMap<String, String>,
+    common_annotations: &BTreeMap<String, String>,
+) -> Result<Signal, Rejection> {
+    let mut labels = common_labels.clone();
+    if let Some(own) = &alert.labels {
+        own.merge_into(&mut labels);
+    }
+
+    let name = first_non_empty(&labels, &["alertname"])
+        .ok_or(Rejection::MissingField("labels.alertname"))?;
+    let (kind, resource_name) = RESOURCE_LABELS
+        .iter()
+        .find_map(|(label, kind)| Some((*kind, first_non_empty(&labels, &[label])?)))
+        .ok_or(Rejection::NoTargetResource)?;
+    if resource_name.chars().count() > RESOURCE_NAME_MAX_CHARS {
+        return Err(Rejection::InvalidField {
+            field: "target resource label",
+            reason: "longer than a Kubernetes object name may be (253 characters)",
+        });
+    }
+    let firing_time = starts_at?.ok_or(Rejection::MissingField("startsAt"))?;
+
+    // Nodes are cluster-scoped: a `namespace` label on a node alert is the exporter's, not the
+    // node's, so it is ignored.
+    let namespace = (kind != "Node").then(|| {
+        first_non_empty(&labels, &["namespace", "exported_namespace"]).unwrap_or("default")
+    });
+    let cluster = first_non_empty(&labels, &["cluster"]);
+    let severity = first_non_empty(&labels, &["severity"]).unwrap_or("unknown");
+
+    let fingerprint = Fingerprint::of(cluster, namespace.unwrap_or(""), kind, resource_name);
+    let resource = ResourceRef {
+        kind: kind.to_owned(),
+        name: resource_name.to_owned(),
+        namespace: namespace.map(str::to_owned),
+        api_version: None,
+    };
+    let name = truncate_chars(name, SIGNAL_NAME_MAX_CHARS).to_owned();
+    let severity = truncate_chars(severity, SEVERITY_MAX_CHARS).to_owned();
+    let cluster = cluster.map(str::to_owned);
+
+    let mut annotations = common_annotations.clone();
+    if let Some(own) = &alert.annotations {
+        own.merge_into(&mut annotations);
+    }
+    // Serialising borrowed strings and string maps cannot fail; an empty `raw` would only cost
+    // the RR its copy of the payload.
+    let raw = simd_json::to_string(alert).unwrap_or_default();
+
+    Ok(Signal {
+        fingerprint,
+        name,
+        severity,
+        source: SignalSource::Prometheus,
+        resource,
+        cluster,
+        labels,
+        annotations,
+        firing_time,
+        raw,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::ingest::freshness::{MAX_AGE, MAX_FUTURE};
+    use jiff::SignedDuration;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn now() -> Timestamp {
+        "2026-03-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn alert(labels: Value) -> Value {
+        json!({
+            "status": "firing",
+            "labels": labels,
+            "annotations": {"summary": "it broke"},
+            "startsAt": "2026-03-01T11:58:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
+            "fingerprint": "0123456789abcdef"
+        })
+    }
+
+    fn webhook(alerts: Vec<Value>) -> Value {
+        json!({
+            "version": "4",
+            "groupKey": "{}:{alertname=\"X\"}",
+            "truncatedAlerts": 0,
+            "status": "firing",
+            "receiver": "gateway",
+            "groupLabels": {},
+            "commonLabels": {},
+            "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093",
+            "alerts": alerts
+        })
+    }
+
+    fn run(payload: &Value) -> Result<Vec<Result<Signal, Rejection>>, Rejection> {
+        run_with(payload, None, now())
+    }
+
+    fn run_with(
+        payload: &Value,
+        x_timestamp: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<Signal, Rejection>>, Rejection> {
+        let mut body = serde_json::to_vec(payload).unwrap();
+        let by_serde = parse_with_serde_json(&body, x_timestamp, now);
+        let by_simd = parse(&mut body, x_timestamp, now);
+        // Both decoders must agree on every payload of this suite.
+        match (&by_simd, &by_serde) {
+            (Err(Rejection::MalformedJson(_)), Err(Rejection::MalformedJson(_))) => {}
+            _ => assert_eq!(by_simd, by_serde),
+        }
+        by_simd
+    }
+
+    fn one(payload: &Value) -> Result<Signal, Rejection> {
+        let mut all = run(payload).expect("request accepted");
+        assert_eq!(all.len(), 1);
+        all.remove(0)
+    }
+
+    fn deploy_labels() -> Value {
+        json!({"alertname": "HighLatency", "severity": "critical",
+               "namespace": "prod", "deployment": "api"})
+    }
+
+    #[test]
+    fn a_realistic_alert_becomes_a_signal() {
+        let s = one(&webhook(vec![alert(deploy_labels())])).unwrap();
+        assert_eq!(s.name, "HighLatency");
+        assert_eq!(s.severity, "critical");
+        assert_eq!(s.source, SignalSource::Prometheus);
+        assert_eq!(
+            s.resource,
+            ResourceRef {
+                kind: "Deployment".into(),
+                name: "api".into(),
+                namespace: Some("prod".into()),
+                api_version: None,
+            }
+        );
+        assert_eq!(s.cluster, None);
+        assert_eq!(
+            s.fingerprint.as_str(),
+            // printf %s 'prod:Deployment:api' | sha256sum
+            "ef1b76d88f42344978562a9fa0edb7e5d356a16d2d11396312e91a137d393384"
+        );
+        assert_eq!(s.firing_time, "2026-03-01T11:58:00Z".parse().unwrap());
+        assert_eq!(s.annotations["summary"], "it broke");
+    }
+
+    #[test]
+    fn raw_is_the_single_alert_as_compact_json() {
+        let a = alert(deploy_labels());
+        let s = one(&webhook(vec![a.clone()])).unwrap();
+        assert!(!s.raw.contains('\n') && !s.raw.contains(": "));
+        assert_eq!(serde_json::from_str::<Value>(&s.raw).unwrap(), a);
+        assert!(
+            s.raw
+                .starts_with(r#"{"status":"firing","labels":{"alertname""#)
+        );
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let s = one(&webhook(vec![alert(json!({
+            "alertname": "Quote\"d\u{e9}", "pod": "p\\1", "namespace": "n"
+        }))]))
+        .unwrap();
+        assert_eq!(s.name, "Quote\"d\u{e9}");
+        assert_eq!(s.resource.name, "p\\1");
+        assert!(s.raw.contains(r#""alertname":"Quote\"dé""#), "{}", s.raw);
+    }
+
+    #[test]
+    fn missing_or_empty_alertname_rejects_only_that_alert() {
+        let payload = webhook(vec![
+            alert(json!({"pod": "p", "namespace": "n"})),
+            alert(json!({"alertname": "", "pod": "p", "namespace": "n"})),
+            alert(json!({"alertname": "A", "pod": "p", "namespace": "n"})),
+        ]);
+        let all = run(&payload).unwrap();
+        assert_eq!(all[0], Err(Rejection::MissingField("labels.alertname")));
+        assert_eq!(all[1], Err(Rejection::MissingField("labels.alertname")));
+        assert!(all[2].is_ok());
+    }
+
+    #[test]
+    fn alertname_may_come_from_common_labels() {
+        let mut payload = webhook(vec![alert(json!({"pod": "p"}))]);
+        payload["commonLabels"] = json!({"alertname": "FromCommon"});
+        assert_eq!(one(&payload).unwrap().name, "FromCommon");
+    }
+
+    #[test]
+    fn severity_is_verbatim_else_unknown_and_truncated_to_50() {
+        let sev = |v: Value| {
+            let mut labels = json!({"alertname": "A", "pod": "p"});
+            if !v.is_null() {
+                labels["severity"] = v;
+            }
+            one(&webhook(vec![alert(labels)])).unwrap().severity
+        };
+        assert_eq!(sev(json!("Sev1")), "Sev1");
+        assert_eq!(sev(json!("P0 page NOW")), "P0 page NOW");
+        assert_eq!(sev(Value::Null), "unknown");
+        assert_eq!(sev(json!("")), "unknown");
+        assert_eq!(sev(json!("é".repeat(51))), "é".repeat(50));
+        assert_eq!(sev(json!("x".repeat(50))), "x".repeat(50));
+    }
+
+    #[test]
+    fn long_alertname_is_truncated_to_253_chars() {
+        let long = "A".repeat(300);
+        let s = one(&webhook(vec![alert(
+            json!({"alertname": long, "pod": "p"}),
+        )]))
+        .unwrap();
+        assert_eq!(s.name.chars().count(), SIGNAL_NAME_MAX_CHARS);
+        let fits = "ü".repeat(253);
+        let s = one(&webhook(vec![alert(
+            json!({"alertname": fits, "pod": "p"}),
+        )]))
+        .unwrap();
+        assert_eq!(s.name, "ü".repeat(253));
+    }
+
+    #[test]
+    fn resource_label_longer_than_a_kubernetes_name_is_rejected() {
+        let ok = one(&webhook(vec![alert(
+            json!({"alertname": "A", "pod": "p".repeat(253)}),
+        )]));
+        assert!(ok.is_ok());
+        let too_long = one(&webhook(vec![alert(
+            json!({"alertname": "A", "pod": "p".repeat(254)}),
+        )]));
+        assert!(matches!(too_long, Err(Rejection::InvalidField { .. })));
+    }
+
+    #[test]
+    fn labels_and_annotations_merge_with_the_alert_winning() {
+        let mut payload = webhook(vec![alert(json!({
+            "alertname": "A", "pod": "p", "team": "alert"
+        }))]);
+        payload["commonLabels"] = json!({"team": "common", "region": "eu"});
+        payload["commonAnnotations"] = json!({"summary": "common", "runbook": "r"});
+        let s = one(&payload).unwrap();
+        assert_eq!(s.labels["team"], "alert");
+        assert_eq!(s.labels["region"], "eu");
+        assert_eq!(s.annotations["summary"], "it broke");
+        assert_eq!(s.annotations["runbook"], "r");
+    }
+
+    #[test]
+    fn resource_precedence_follows_design() {
+        let kind_of = |labels: Value| {
+            let s = one(&webhook(vec![alert(labels)])).unwrap();
+            (s.resource.kind, s.resource.name)
+        };
+        let all = json!({"alertname": "A", "pod": "p", "deployment": "d", "statefulset": "s",
+                         "daemonset": "ds", "node": "n", "service": "svc", "job": "j"});
+        assert_eq!(kind_of(all.clone()), ("Pod".into(), "p".into()));
+        let mut labels = all;
+        for (drop, next) in [
+            ("pod", ("Deployment", "d")),
+            ("deployment", ("StatefulSet", "s")),
+            ("statefulset", ("DaemonSet", "ds")),
+            ("daemonset", ("Node", "n")),
+            ("node", ("Service", "svc")),
+        ] {
+            labels.as_object_mut().unwrap().remove(drop);
+            assert_eq!(kind_of(labels.clone()), (next.0.into(), next.1.into()));
+        }
+    }
+
+    #[test]
+    fn job_label_is_not_a_resource() {
+        let r = one(&webhook(vec![alert(
+            json!({"alertname": "A", "job": "kube-state-metrics", "namespace": "n"}),
+        )]));
+        assert_eq!(r, Err(Rejection::NoTargetResource));
+    }
+
+    #[test]
+    fn empty_resource_label_is_absent() {
+        let s = one(&webhook(vec![alert(
+            json!({"alertname": "A", "pod": "", "deployment": "d"}),
+        )]))
+        .unwrap();
+        assert_eq!(s.resource.kind, "Deployment");
+        let r = one(&webhook(vec![alert(json!({"alertname": "A", "pod": ""}))]));
+        assert_eq!(r, Err(Rejection::NoTargetResource));
+    }
+
+    #[test]
+    fn namespace_falls_back_to_exported_namespace_then_default() {
+        let ns = |labels: Value| {
+            one(&webhook(vec![alert(labels)]))
+                .unwrap()
+                .resource
+                .namespace
+        };
+        assert_eq!(
+            ns(json!({"alertname": "A", "pod": "p", "namespace": "a", "exported_namespace": "b"})),
+            Some("a".into())
+        );
+        assert_eq!(
+            ns(json!({"alertname": "A", "pod": "p", "exported_namespace": "b"})),
+            Some("b".into())
+        );
+        assert_eq!(
+            ns(json!({"alertname": "A", "service": "s"})),
+            Some("default".into())
+        );
+    }
+
+    #[test]
+    fn node_is_cluster_scoped() {
+        let s = one(&webhook(vec![alert(
+            json!({"alertname": "NodeDown", "node": "worker-1", "namespace": "monitoring"}),
+        )]))
+        .unwrap();
+        assert_eq!(s.resource.namespace, None);
+        assert_eq!(s.fingerprint, Fingerprint::of(None, "", "Node", "worker-1"));
+        assert_eq!(
+            s.fingerprint.as_str(),
+            // printf %s ':Node:worker-1' | sha256sum
+            "5811a14c33e6ea55be7f43355c2cffd48201fcbf3fc51c48a3f58e375e6f7ccc"
+        );
+    }
+
+    #[test]
+    fn cluster_label_prefixes_the_fingerprint() {
+        let mut payload = webhook(vec![alert(deploy_labels())]);
+        payload["commonLabels"] = json!({"cluster": "eu-1"});
+        let s = one(&payload).unwrap();
+        assert_eq!(s.cluster.as_deref(), Some("eu-1"));
+        assert_eq!(
+            s.fingerprint,
+            Fingerprint::of(Some("eu-1"), "prod", "Deployment", "api")
+        );
+    }
+
+    #[test]
+    fn alertname_is_not_part_of_the_fingerprint() {
+        let a = one(&webhook(vec![alert(deploy_labels())])).unwrap();
+        let mut other = deploy_labels();
+        other["alertname"] = json!("SomethingElse");
+        let b = one(&webhook(vec![alert(other)])).unwrap();
+        assert_eq!(a.fingerprint, b.fingerprint);
+    }
+
+    #[test]
+    fn batch_alerts_are_independent_and_in_order() {
+        let payload = webhook(vec![
+            alert(json!({"alertname": "A", "pod": "p1"})),
+            alert(json!({"alertname": "B"})),
+            alert(json!({"alertname": "C", "node": "n"})),
+        ]);
+        let all = run(&payload).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].as_ref().unwrap().name, "A");
+        assert_eq!(all[1], Err(Rejection::NoTargetResource));
+        assert_eq!(all[2].as_ref().unwrap().name, "C");
+    }
+
+    #[test]
+    fn resolved_alerts_are_ingested() {
+        let mut a = alert(deploy_labels());
+        a["status"] = json!("resolved");
+        a["endsAt"] = json!("2026-03-01T11:59:00Z");
+        assert!(one(&webhook(vec![a])).is_ok());
+    }
+
+    // ---- whole-request rejections ----
+
+    #[test]
+    fn malformed_json_is_rejected() {
+        for body in [
+            &b"{"[..],
+            b"",
+            b"not json",
+            b"[]",
+            b"null",
+            b"{\"alerts\": {}}",
+            b"{\"alerts\": [1]}",
+            b"{\"alerts\": [{\"labels\": {\"a\": 1}}]}",
+            b"{\"alerts\": [{\"labels\": []}]}",
+            b"{\"alerts\": [{\"startsAt\": 5}]}",
+            b"{\"commonLabels\": \"x\", \"alerts\": []}",
+            b"{\"truncatedAlerts\": \"0\", \"alerts\": []}",
+            b"{\"alerts\": [], \"alerts\": []}",
+            b"{\"alerts\": [{}]} trailing",
+            b"\xff\xfe",
+            b"{\"alerts\": [{\"status\": \"\xff\"}]}",
+        ] {
+            let mut owned = body.to_vec();
+            let r = parse(&mut owned, None, now());
+            assert!(
+                matches!(r, Err(Rejection::MalformedJson(_))),
+                "{:?} -> {r:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(
+                matches!(
+                    parse_with_serde_json(body, None, now()),
+                    Err(Rejection::MalformedJson(_))
+                ),
+                "serde_json accepted {:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn empty_object_and_empty_alerts_are_no_alerts() {
+        for body in [&b"{}"[..], b"{\"alerts\": []}", b"{\"alerts\": null}"] {
+            let mut owned = body.to_vec();
+            assert_eq!(parse(&mut owned, None, now()), Err(Rejection::NoAlerts));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_not_a_crash() {
+        let depth = 100_000;
+        let mut body = format!(
+            "{{\"x\":{}{}, \"alerts\": []}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+        .into_bytes();
+        assert!(matches!(
+            parse(&mut body, None, now()),
+            Err(Rejection::MalformedJson(_))
+        ));
+    }
+
+    // ---- freshness: X-Timestamp ----
+
+    fn secs(ts: Timestamp) -> Vec<u8> {
+        ts.as_second().to_string().into_bytes()
+    }
+
+    #[test]
+    fn x_timestamp_edges() {
+        let payload = webhook(vec![alert(deploy_labels())]);
+        // `now` on a whole second so the header (whole seconds) can hit the edge exactly.
+        let n = now();
+        let ok = |ts: Timestamp| run_with(&payload, Some(&secs(ts)), n);
+        assert!(ok(n).is_ok());
+        assert!(ok(n - MAX_AGE).is_ok(), "exactly 5 min old passes");
+        assert!(matches!(
+            ok(n - MAX_AGE - SignedDuration::from_secs(1)),
+            Err(Rejection::Freshness(_))
+        ));
+        assert!(ok(n + MAX_FUTURE).is_ok(), "exactly 2 min ahead passes");
+        assert!(matches!(
+            ok(n + MAX_FUTURE + SignedDuration::from_secs(1)),
+            Err(Rejection::Freshness(_))
+        ));
+        // Sub-second precision of `now` counts: 1 ns past the edge fails.
+        let later = n + SignedDuration::from_nanos(1);
+        assert!(matches!(
+            run_with(&payload, Some(&secs(n - MAX_AGE)), later),
+            Err(Rejection::Freshness(_))
+        ));
+    }
+
+    #[test]
+    fn x_timestamp_must_be_an_integer() {
+        let payload = webhook(vec![alert(deploy_labels())]);
+        for bad in [&b"abc"[..], b"", b"1.0", b"-5", b"2026-03-01T12:00:00Z"] {
+            assert!(matches!(
+                run_with(&payload, Some(bad), now()),
+                Err(Rejection::Freshness(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn x_timestamp_replaces_the_starts_at_check() {
+        // A startsAt far in the future is only checked when there is no header.
+        let mut a = alert(deploy_labels());
+        a["startsAt"] = json!("2026-03-01T13:00:00Z");
+        let payload = webhook(vec![a]);
+        assert!(matches!(run(&payload), Err(Rejection::Freshness(_))));
+        assert!(run_with(&payload, Some(&secs(now())), now()).unwrap()[0].is_ok());
+    }
+
+    #[test]
+    fn x_timestamp_is_checked_before_the_body() {
+        let mut body = b"not json".to_vec();
+        let stale = secs(now() - SignedDuration::from_secs(3600));
+        assert!(matches!(
+            parse(&mut body, Some(&stale), now()),
+            Err(Rejection::Freshness(_))
+        ));
+    }
+
+    // ---- freshness: newest startsAt ----
+
+    fn with_starts(starts: &[Option<&str>]) -> Value {
+        webhook(
+            starts
+                .iter()
+                .map(|s| {
+                    let mut a = alert(deploy_labels());
+                    match s {
+                        Some(s) => a["startsAt"] = json!(s),
+                        None => {
+                            a.as_object_mut().unwrap().remove("startsAt");
+                        }
+                    }
+                    a
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn newest_starts_at_edges() {
+        let at = |d: SignedDuration| (now() + d).to_string();
+        let edge = at(MAX_FUTURE);
+        assert!(
+            run(&with_starts(&[Some(&edge)])).is_ok(),
+            "exactly 2 min ahead passes"
+        );
+        let past = now() + MAX_FUTURE + SignedDuration::from_nanos(1);
+        assert!(matches!(
+            run(&with_starts(&[Some(&past.to_string())])),
+            Err(Rejection::Freshness(_))
+        ));
+        // No age limit: a week-old alert is still firing.
+        let old = at(SignedDuration::from_hours(-24 * 7));
+        assert!(run(&with_starts(&[Some(&old)])).unwrap()[0].is_ok());
+        // Only the newest counts.
+        let future = at(SignedDuration::from_hours(1));
+        assert!(matches!(
+            run(&with_starts(&[Some(&old), Some(&future)])),
+            Err(Rejection::Freshness(_))
+        ));
+    }
+
+    #[test]
+    fn starts_at_must_exist_somewhere() {
+        for starts in [
+            &[None][..],
+            &[Some("0001-01-01T00:00:00Z")],
+            &[Some("")],
+            &[Some("garbage"), None],
+        ] {
+            assert!(
+                matches!(run(&with_starts(starts)), Err(Rejection::Freshness(_))),
+                "{starts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_starts_at_rejects_only_its_alert() {
+        let all = run(&with_starts(&[
+            Some("2026-03-01T11:00:00Z"),
+            None,
+            Some("garbage"),
+        ]))
+        .unwrap();
+        assert!(all[0].is_ok());
+        assert_eq!(all[1], Err(Rejection::MissingField("startsAt")));
+        assert!(matches!(all[2], Err(Rejection::Freshness(_))));
+    }
+
+    #[test]
+    fn starts_at_with_offset_and_fraction() {
+        let s = one(&with_starts(&[Some("2026-03-01T12:58:00.123456789+01:00")])).unwrap();
+        assert_eq!(
+            s.firing_time,
+            "2026-03-01T11:58:00.123456789Z"
+                .parse::<Timestamp>()
+                .unwrap()
+        );
+    }
+
+    // ---- properties ----
+
+    fn label_value() -> impl Strategy<Value = String> {
+        "[a-z0-9-]{1,20}"
+    }
+
+    proptest! {
+        /// Label order and labels that do not identify the resource never change the
+        /// fingerprint.
+        #[test]
+        fn fingerprint_ignores_label_order_and_irrelevant_labels(
+            ns in label_value(),
+            pod in label_value(),
+            extra in proptest::collection::btree_map("[a-z_]{1,12}", label_value(), 0..8),
+            seed in any::<u64>(),
+        ) {
+            let identifying = ["alertname", "pod", "deployment", "statefulset", "daemonset",
+                               "node", "service", "namespace", "exported_namespace", "cluster"];
+            let mut pairs: Vec<(String, String)> = extra
+                .into_iter()
+                .filter(|(k, _)| !identifying.contains(&k.as_str()))
+                .collect();
+            pairs.push(("alertname".into(), "A".into()));
+            pairs.push(("pod".into(), pod.clone()));
+            pairs.push(("namespace".into(), ns.clone()));
+            // A deterministic shuffle driven by the seed.
+            let mut shuffled = pairs.clone();
+            let mut state = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let body_of = |pairs: &[(String, String)]| {
+                let labels: String = pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}:{v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                format!(r#"{{"alerts":[{{"labels":{{{labels}}},"startsAt":"2026-03-01T11:00:00Z"}}]}}"#)
+            };
+            let fp = |pairs: &[(String, String)]| {
+                let mut body = body_of(pairs).into_bytes();
+                parse(&mut body, None, now()).unwrap().remove(0).unwrap().fingerprint
+            };
+            let expected = Fingerprint::of(None, &ns, "Pod", &pod);
+            prop_assert_eq!(fp(&pairs), expected);
+            prop_assert_eq!(fp(&shuffled), expected);
+            prop_assert_eq!(fp(&[
+                ("alertname".into(), "Other".into()),
+                ("pod".into(), pod.clone()),
+                ("namespace".into(), ns.clone()),
+            ]), expected);
+        }
+
+        /// The cluster label, wherever it comes from, changes the fingerprint.
+        #[test]
+        fn cluster_label_changes_the_fingerprint(cluster in label_value(), pod in label_value()) {
+            let fp = |labels: Value| one(&webhook(vec![alert(labels)])).unwrap().fingerprint;
+            let without = fp(json!({"alertname": "A", "pod": pod}));
+            let with = fp(json!({"alertname": "A", "pod": pod, "cluster": cluster}));
+            prop_assert_ne!(without, with);
+            prop_assert_eq!(with, Fingerprint::of(Some(&cluster), "default", "Pod", &pod));
+        }
+
+        /// Whatever the bytes, parsing returns; both decoders agree on what they accept.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut owned = bytes.clone();
+            let _ = parse(&mut owned, None, now());
+            let _ = parse_with_serde_json(&bytes, None, now());
+        }
+    }
 }

@@ -1,11 +1,525 @@
-//! A core/v1 Event.
+//! A core/v1 Event (DESIGN.md §2).
+//!
+//! `type` must be `Warning` or `Error`; `reason`, `involvedObject.kind` and
+//! `involvedObject.name` are required. Name = `reason`, severity = `type`, resource =
+//! `involvedObject`, firing time = `firstTimestamp` (else `lastTimestamp`).
+//!
+//! The body is parsed once by simd-json into a borrowed DOM, which serves twice: the typed view
+//! the rules read is deserialised from it (strings still borrowed from the body), and `raw` is
+//! encoded from it, so the RR keeps every field of the Event (metadata, source, series...), not
+//! only those declared here. An Event is one object per request, so the DOM costs little; the
+//! Alertmanager adapter, whose alerts have a fixed schema, decodes straight into structs.
+
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use serde::Deserialize;
+use simd_json::prelude::Writable;
 
-use crate::ingest::{Rejection, Signal};
+use super::wire::Str;
+use crate::fingerprint::Fingerprint;
+use crate::ingest::freshness::{self, check_not_future, check_not_stale};
+use crate::ingest::{
+    RESOURCE_KIND_MAX_CHARS, RESOURCE_NAME_MAX_CHARS, Rejection, SIGNAL_NAME_MAX_CHARS, Signal,
+    truncate_chars,
+};
+use crate::k8s::types::{ResourceRef, SignalSource};
+
+/// Kinds that are not namespaced: their target resource has no namespace and their fingerprint
+/// hashes an empty one (DESIGN.md §3), whatever namespace the Event itself was recorded in
+/// (Node events live in `default`). Built-in kinds only; a cluster-scoped custom resource is
+/// taken with the Event's namespace, as the API server gives no way to tell from the Event.
+pub const CLUSTER_SCOPED_KINDS: [&str; 17] = [
+    "APIService",
+    "CertificateSigningRequest",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CSIDriver",
+    "CSINode",
+    "CustomResourceDefinition",
+    "IngressClass",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PriorityClass",
+    "RuntimeClass",
+    "StorageClass",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+];
+
+/// The fields of a core/v1 Event the gateway reads. Declared types are checked: a wrongly
+/// typed value is malformed JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    #[serde(borrow, rename = "type")]
+    type_: Option<Str<'a>>,
+    #[serde(borrow)]
+    reason: Option<Str<'a>>,
+    #[serde(borrow)]
+    message: Option<Str<'a>>,
+    #[serde(borrow)]
+    metadata: Option<Metadata<'a>>,
+    #[serde(borrow)]
+    involved_object: Option<ObjectReference<'a>>,
+    #[serde(borrow)]
+    first_timestamp: Option<Str<'a>>,
+    #[serde(borrow)]
+    last_timestamp: Option<Str<'a>>,
+    count: Option<i64>,
+    #[serde(borrow)]
+    source: Option<EventSource<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow)]
+    namespace: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectReference<'a> {
+    #[serde(borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    namespace: Option<Str<'a>>,
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    api_version: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EventSource<'a> {
+    #[serde(borrow)]
+    component: Option<Str<'a>>,
+    #[serde(borrow)]
+    host: Option<Str<'a>>,
+}
+
+/// Label and annotation keys the signal carries, the same the kubernaut Gateway writes, so the
+/// remediation orchestrator can select Event-born RRs as it does today.
+const LABEL_EVENT_SOURCE: &str = "kubernaut.io/event-source";
+const LABEL_EVENT_TYPE: &str = "kubernaut.io/event-type";
+const LABEL_RESOURCE_KIND: &str = "kubernaut.io/resource-kind";
+const ANNOTATION_MESSAGE: &str = "kubernaut.io/event-message";
+const ANNOTATION_COUNT: &str = "kubernaut.io/event-count";
+const ANNOTATION_SOURCE_HOST: &str = "kubernaut.io/source-host";
+const ANNOTATION_FIRST_TIMESTAMP: &str = "kubernaut.io/first-timestamp";
+const ANNOTATION_LAST_TIMESTAMP: &str = "kubernaut.io/last-timestamp";
 
 /// Parses one core/v1 Event.
+///
+/// Checks in order: JSON shape, `type`, required fields, timestamps. Freshness (DESIGN.md §2):
+/// `lastTimestamp`, else `firstTimestamp`, must exist (Go's zero time counts as absent), be at
+/// most [`freshness::MAX_AGE`] old and at most [`freshness::MAX_FUTURE`] ahead.
+///
+/// Namespace of the resource: `involvedObject.namespace`, else the Event's
+/// `metadata.namespace`, else `default`; none for [`CLUSTER_SCOPED_KINDS`].
 pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
-    let _ = (body, now);
-    Err(Rejection::MalformedJson("not implemented".into()))
+    let malformed = |e: simd_json::Error| Rejection::MalformedJson(e.to_string());
+    let dom = simd_json::to_borrowed_value(body).map_err(malformed)?;
+    let event: Event<'_> = simd_json::serde::from_refborrowed_value(&dom).map_err(malformed)?;
+
+    let event_type = non_empty(&event.type_).ok_or(Rejection::MissingField("type"))?;
+    if event_type != "Warning" && event_type != "Error" {
+        return Err(Rejection::UnsupportedEventType(event_type.to_owned()));
+    }
+    let reason = non_empty(&event.reason).ok_or(Rejection::MissingField("reason"))?;
+    let object = event.involved_object.as_ref();
+    let kind = object
+        .and_then(|o| non_empty(&o.kind))
+        .ok_or(Rejection::MissingField("involvedObject.kind"))?;
+    let name = object
+        .and_then(|o| non_empty(&o.name))
+        .ok_or(Rejection::MissingField("involvedObject.name"))?;
+    if kind.chars().count() > RESOURCE_KIND_MAX_CHARS {
+        return Err(Rejection::InvalidField {
+            field: "involvedObject.kind",
+            reason: "longer than 63 characters",
+        });
+    }
+    if name.chars().count() > RESOURCE_NAME_MAX_CHARS {
+        return Err(Rejection::InvalidField {
+            field: "involvedObject.name",
+            reason: "longer than a Kubernetes object name may be (253 characters)",
+        });
+    }
+
+    let first = freshness::parse_rfc3339(event.first_timestamp.as_deref(), "firstTimestamp")?;
+    let last = freshness::parse_rfc3339(event.last_timestamp.as_deref(), "lastTimestamp")?;
+    let newest = last.or(first).ok_or_else(|| {
+        Rejection::Freshness("event has neither lastTimestamp nor firstTimestamp".into())
+    })?;
+    check_not_stale(newest, now, "event timestamp")?;
+    check_not_future(newest, now, "event timestamp")?;
+    let firing_time = first.or(last).unwrap_or(newest);
+
+    let namespace = (!CLUSTER_SCOPED_KINDS.contains(&kind)).then(|| {
+        object
+            .and_then(|o| non_empty(&o.namespace))
+            .or_else(|| {
+                event
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| non_empty(&m.namespace))
+            })
+            .unwrap_or("default")
+    });
+    let fingerprint = Fingerprint::of(None, namespace.unwrap_or(""), kind, name);
+
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_EVENT_TYPE.to_owned(), event_type.to_lowercase());
+    labels.insert(LABEL_RESOURCE_KIND.to_owned(), kind.to_lowercase());
+    let source = event.source.as_ref();
+    if let Some(component) = source.and_then(|s| non_empty(&s.component)) {
+        labels.insert(LABEL_EVENT_SOURCE.to_owned(), component.to_owned());
+    }
+    let mut annotations = BTreeMap::new();
+    if let Some(message) = non_empty(&event.message) {
+        annotations.insert(ANNOTATION_MESSAGE.to_owned(), message.to_owned());
+    }
+    if let Some(count) = event.count.filter(|c| *c > 0) {
+        annotations.insert(ANNOTATION_COUNT.to_owned(), count.to_string());
+    }
+    if let Some(host) = source.and_then(|s| non_empty(&s.host)) {
+        annotations.insert(ANNOTATION_SOURCE_HOST.to_owned(), host.to_owned());
+    }
+    if let Some(first) = first {
+        annotations.insert(ANNOTATION_FIRST_TIMESTAMP.to_owned(), first.to_string());
+    }
+    if let Some(last) = last {
+        annotations.insert(ANNOTATION_LAST_TIMESTAMP.to_owned(), last.to_string());
+    }
+
+    Ok(Signal {
+        fingerprint,
+        name: truncate_chars(reason, SIGNAL_NAME_MAX_CHARS).to_owned(),
+        // Only `Warning` or `Error` get here: within the severity limit.
+        severity: event_type.to_owned(),
+        source: SignalSource::KubernetesEvents,
+        resource: ResourceRef {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            api_version: object
+                .and_then(|o| non_empty(&o.api_version))
+                .map(str::to_owned),
+        },
+        cluster: None,
+        labels,
+        annotations,
+        firing_time,
+        raw: dom.encode(),
+    })
+}
+
+fn non_empty<'s>(field: &'s Option<Str<'_>>) -> Option<&'s str> {
+    field.as_deref().filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::ingest::freshness::{MAX_AGE, MAX_FUTURE};
+    use jiff::SignedDuration;
+    use serde_json::{Value, json};
+
+    fn now() -> Timestamp {
+        "2026-03-01T12:00:00Z".parse().unwrap()
+    }
+
+    /// An Event as `kubectl get event -o json` prints it.
+    fn event() -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": "api-7d9f8b6c5-x2x4z.17f3a1b2c3d4e5f6",
+                "namespace": "prod",
+                "uid": "6f1c2d3e-4b5a-6978-8a9b-0c1d2e3f4a5b",
+                "resourceVersion": "123456",
+                "creationTimestamp": "2026-03-01T11:58:00Z"
+            },
+            "involvedObject": {
+                "kind": "Pod",
+                "namespace": "prod",
+                "name": "api-7d9f8b6c5-x2x4z",
+                "uid": "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
+                "apiVersion": "v1",
+                "resourceVersion": "98765",
+                "fieldPath": "spec.containers{api}"
+            },
+            "reason": "BackOff",
+            "message": "Back-off restarting failed container api in pod api-7d9f8b6c5-x2x4z",
+            "source": {"component": "kubelet", "host": "worker-1"},
+            "firstTimestamp": "2026-03-01T11:58:00Z",
+            "lastTimestamp": "2026-03-01T11:59:30Z",
+            "count": 7,
+            "type": "Warning",
+            "eventTime": null,
+            "reportingComponent": "kubelet",
+            "reportingInstance": "worker-1"
+        })
+    }
+
+    fn run(payload: &Value) -> Result<Signal, Rejection> {
+        run_at(payload, now())
+    }
+
+    fn run_at(payload: &Value, now: Timestamp) -> Result<Signal, Rejection> {
+        let mut body = serde_json::to_vec(payload).unwrap();
+        parse(&mut body, now)
+    }
+
+    fn without(mut v: Value, path: &[&str]) -> Value {
+        let (last, parents) = path.split_last().unwrap();
+        let mut cur = &mut v;
+        for p in parents {
+            cur = &mut cur[*p];
+        }
+        cur.as_object_mut().unwrap().remove(*last);
+        v
+    }
+
+    #[test]
+    fn a_realistic_event_becomes_a_signal() {
+        let s = run(&event()).unwrap();
+        assert_eq!(s.name, "BackOff");
+        assert_eq!(s.severity, "Warning");
+        assert_eq!(s.source, SignalSource::KubernetesEvents);
+        assert_eq!(
+            s.resource,
+            ResourceRef {
+                kind: "Pod".into(),
+                name: "api-7d9f8b6c5-x2x4z".into(),
+                namespace: Some("prod".into()),
+                api_version: Some("v1".into()),
+            }
+        );
+        assert_eq!(
+            s.fingerprint,
+            Fingerprint::of(None, "prod", "Pod", "api-7d9f8b6c5-x2x4z")
+        );
+        assert_eq!(s.firing_time, "2026-03-01T11:58:00Z".parse().unwrap());
+        assert_eq!(s.cluster, None);
+        assert_eq!(s.labels[LABEL_EVENT_TYPE], "warning");
+        assert_eq!(s.labels[LABEL_RESOURCE_KIND], "pod");
+        assert_eq!(s.labels[LABEL_EVENT_SOURCE], "kubelet");
+        assert_eq!(s.annotations[ANNOTATION_COUNT], "7");
+        assert_eq!(s.annotations[ANNOTATION_SOURCE_HOST], "worker-1");
+        assert!(s.annotations[ANNOTATION_MESSAGE].starts_with("Back-off"));
+    }
+
+    #[test]
+    fn raw_is_the_whole_event_as_compact_json() {
+        let s = run(&event()).unwrap();
+        assert!(!s.raw.contains('\n') && !s.raw.contains(": "));
+        assert_eq!(serde_json::from_str::<Value>(&s.raw).unwrap(), event());
+    }
+
+    #[test]
+    fn error_events_are_accepted() {
+        let mut e = event();
+        e["type"] = json!("Error");
+        assert_eq!(run(&e).unwrap().severity, "Error");
+    }
+
+    #[test]
+    fn normal_and_other_types_are_rejected() {
+        for t in ["Normal", "warning", "Info"] {
+            let mut e = event();
+            e["type"] = json!(t);
+            assert_eq!(run(&e), Err(Rejection::UnsupportedEventType(t.into())));
+        }
+        assert_eq!(
+            run(&without(event(), &["type"])),
+            Err(Rejection::MissingField("type"))
+        );
+    }
+
+    #[test]
+    fn required_fields() {
+        for (path, field) in [
+            (&["reason"][..], "reason"),
+            (&["involvedObject", "kind"], "involvedObject.kind"),
+            (&["involvedObject", "name"], "involvedObject.name"),
+            (&["involvedObject"], "involvedObject.kind"),
+        ] {
+            assert_eq!(
+                run(&without(event(), path)),
+                Err(Rejection::MissingField(field))
+            );
+        }
+        let mut e = event();
+        e["reason"] = json!("");
+        assert_eq!(run(&e), Err(Rejection::MissingField("reason")));
+    }
+
+    #[test]
+    fn malformed_or_wrongly_typed_json_is_rejected() {
+        let mut wrong_reason = event();
+        wrong_reason["reason"] = json!(42);
+        let mut wrong_count = event();
+        wrong_count["count"] = json!("7");
+        let mut wrong_object = event();
+        wrong_object["involvedObject"] = json!("pod/api");
+        for payload in [wrong_reason, wrong_count, wrong_object] {
+            assert!(matches!(run(&payload), Err(Rejection::MalformedJson(_))));
+        }
+        for body in [&b"{"[..], b"", b"[]", b"null", b"\"Warning\"", b"{} {}"] {
+            let mut owned = body.to_vec();
+            assert!(matches!(
+                parse(&mut owned, now()),
+                Err(Rejection::MalformedJson(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn namespace_precedence() {
+        let ns = |e: Value| run(&e).unwrap().resource.namespace;
+        assert_eq!(ns(event()), Some("prod".into()));
+        let mut e = without(event(), &["involvedObject", "namespace"]);
+        e["metadata"]["namespace"] = json!("from-meta");
+        assert_eq!(ns(e.clone()), Some("from-meta".into()));
+        assert_eq!(
+            ns(without(e, &["metadata", "namespace"])),
+            Some("default".into())
+        );
+    }
+
+    #[test]
+    fn node_events_are_cluster_scoped() {
+        let mut e = event();
+        e["involvedObject"] = json!({"kind": "Node", "name": "worker-1", "uid": "worker-1"});
+        e["metadata"]["namespace"] = json!("default");
+        e["reason"] = json!("NodeNotReady");
+        let s = run(&e).unwrap();
+        assert_eq!(s.resource.namespace, None);
+        assert_eq!(s.resource.api_version, None);
+        assert_eq!(
+            s.fingerprint.as_str(),
+            "5811a14c33e6ea55be7f43355c2cffd48201fcbf3fc51c48a3f58e375e6f7ccc"
+        );
+    }
+
+    #[test]
+    fn reason_is_not_part_of_the_fingerprint() {
+        let mut e = event();
+        e["reason"] = json!("Unhealthy");
+        assert_eq!(
+            run(&e).unwrap().fingerprint,
+            run(&event()).unwrap().fingerprint
+        );
+    }
+
+    #[test]
+    fn long_values() {
+        let mut e = event();
+        e["reason"] = json!("R".repeat(300));
+        assert_eq!(run(&e).unwrap().name.len(), SIGNAL_NAME_MAX_CHARS);
+        let mut e = event();
+        e["involvedObject"]["name"] = json!("n".repeat(254));
+        assert!(matches!(run(&e), Err(Rejection::InvalidField { .. })));
+        let mut e = event();
+        e["involvedObject"]["kind"] = json!("K".repeat(64));
+        assert!(matches!(run(&e), Err(Rejection::InvalidField { .. })));
+    }
+
+    fn at(d: SignedDuration) -> String {
+        (now() + d).to_string()
+    }
+
+    fn with_times(first: Option<String>, last: Option<String>) -> Value {
+        let mut e = event();
+        e["firstTimestamp"] = first.map_or(Value::Null, Value::String);
+        e["lastTimestamp"] = last.map_or(Value::Null, Value::String);
+        e
+    }
+
+    #[test]
+    fn freshness_uses_last_timestamp_first() {
+        let old = Some(at(SignedDuration::from_hours(-1)));
+        let fresh = Some(at(SignedDuration::from_secs(-10)));
+        // Recurring event: first seen an hour ago, last seen now. Fresh.
+        let s = run(&with_times(old.clone(), fresh.clone())).unwrap();
+        assert_eq!(s.firing_time, now() - SignedDuration::from_hours(1));
+        // Last seen an hour ago: stale, whatever firstTimestamp says.
+        assert!(matches!(
+            run(&with_times(fresh.clone(), old.clone())),
+            Err(Rejection::Freshness(_))
+        ));
+        // Only firstTimestamp: it is the one checked, and the firing time.
+        assert!(run(&with_times(fresh.clone(), None)).is_ok());
+        assert!(matches!(
+            run(&with_times(old.clone(), None)),
+            Err(Rejection::Freshness(_))
+        ));
+        // Only lastTimestamp: firing time falls back to it.
+        let s = run(&with_times(None, fresh)).unwrap();
+        assert_eq!(s.firing_time, now() - SignedDuration::from_secs(10));
+    }
+
+    #[test]
+    fn freshness_edges() {
+        let check = |d: SignedDuration| run(&with_times(None, Some(at(d))));
+        assert!(check(-MAX_AGE).is_ok(), "exactly 5 min old passes");
+        assert!(matches!(
+            check(-MAX_AGE - SignedDuration::from_nanos(1)),
+            Err(Rejection::Freshness(_))
+        ));
+        assert!(check(MAX_FUTURE).is_ok(), "exactly 2 min ahead passes");
+        assert!(matches!(
+            check(MAX_FUTURE + SignedDuration::from_nanos(1)),
+            Err(Rejection::Freshness(_))
+        ));
+    }
+
+    #[test]
+    fn timestamps_must_exist_and_parse() {
+        for (first, last) in [
+            (None, None),
+            (Some("0001-01-01T00:00:00Z".to_owned()), None),
+            (Some("".to_owned()), Some("".to_owned())),
+            (None, Some("not a time".to_owned())),
+            (
+                Some("not a time".to_owned()),
+                Some(at(SignedDuration::ZERO)),
+            ),
+        ] {
+            assert!(
+                matches!(
+                    run(&with_times(first.clone(), last.clone())),
+                    Err(Rejection::Freshness(_))
+                ),
+                "{first:?} {last:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_not_a_crash() {
+        let depth = 100_000;
+        let mut body = format!("{{\"x\":{}{}}}", "[".repeat(depth), "]".repeat(depth)).into_bytes();
+        assert!(matches!(
+            parse(&mut body, now()),
+            Err(Rejection::MalformedJson(_))
+        ));
+        // Just under simd-json's depth limit is accepted as JSON and handled.
+        let depth = 1000;
+        let json = serde_json::to_string(&event()).unwrap();
+        let mut body = format!(
+            "{}, \"deep\": {}{}}}",
+            &json[..json.len() - 1],
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+        .into_bytes();
+        assert!(parse(&mut body, now()).is_ok());
+    }
 }

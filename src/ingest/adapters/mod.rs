@@ -2,3 +2,4 @@
 
 pub mod alertmanager;
 pub mod kubernetes_event;
+mod wire;
