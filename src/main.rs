@@ -1,1 +1,165 @@
-fn main() {}
+//! The `gateway` binary: configuration, telemetry, listeners, signals, exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use gateway::config::{Config, StormUpdates};
+use gateway::telemetry::{self, LogFormat};
+
+/// Alert ingestion gateway for Kubernetes remediation.
+///
+/// Every option can also be set in the YAML file given by --config, or by its environment
+/// variable; flags win over environment, environment over the file.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// YAML configuration file (keys as in deploy/config.example.yaml).
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Signal API listen address [api.listen; default 0.0.0.0:8080].
+    #[arg(long, env = "GATEWAY_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Health listen address [api.health_listen; default 0.0.0.0:8081].
+    #[arg(long, env = "GATEWAY_HEALTH_LISTEN")]
+    health_listen: Option<std::net::SocketAddr>,
+    /// Metrics listen address [api.metrics_listen; default 0.0.0.0:9090].
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Largest request body in bytes [api.body_limit; default 262144].
+    #[arg(long, env = "GATEWAY_BODY_LIMIT")]
+    body_limit: Option<usize>,
+    /// Signal requests in flight before answering 503 [api.max_in_flight; default 1000].
+    #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// Controller namespace holding the RRs [kubernetes.namespace; default: own namespace].
+    #[arg(long, env = "GATEWAY_NAMESPACE")]
+    namespace: Option<String>,
+    /// Kubeconfig file [kubernetes.kubeconfig; default: in-cluster, else KUBECONFIG].
+    #[arg(long, env = "GATEWAY_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Deadline of each Kubernetes call, e.g. 2s [kubernetes.call_timeout; default 2s].
+    #[arg(long, env = "GATEWAY_K8S_TIMEOUT", value_parser = gateway::config::duration::parse)]
+    k8s_timeout: Option<std::time::Duration>,
+    /// Occurrences within the window that make a storm [storm.threshold; default 5].
+    #[arg(long, env = "GATEWAY_STORM_THRESHOLD")]
+    storm_threshold: Option<u32>,
+    /// Storm window, 0 = RR lifetime [storm.window; default 60s].
+    #[arg(long, env = "GATEWAY_STORM_WINDOW", value_parser = gateway::config::duration::parse)]
+    storm_window: Option<std::time::Duration>,
+    /// Storm queue flush interval [storm.flush_interval; default 200ms].
+    #[arg(long, env = "GATEWAY_STORM_FLUSH_INTERVAL", value_parser = gateway::config::duration::parse)]
+    storm_flush_interval: Option<std::time::Duration>,
+    /// Storm status writes: async (queue) or sync (before responding) [storm.updates].
+    #[arg(long, env = "GATEWAY_STORM_UPDATES")]
+    storm_updates: Option<StormUpdates>,
+    /// Log format [log.format; default json].
+    #[arg(long, env = "GATEWAY_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log filter, RUST_LOG syntax [log.level; default info].
+    #[arg(long, env = "GATEWAY_LOG_LEVEL")]
+    log_level: Option<String>,
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($flag:ident => $($field:ident).+),* $(,)?) => {
+                $(if let Some(value) = self.$flag { config.$($field).+ = value.into(); })*
+            };
+        }
+        set!(
+            listen => api.listen,
+            health_listen => api.health_listen,
+            metrics_listen => api.metrics_listen,
+            body_limit => api.body_limit,
+            max_in_flight => api.max_in_flight,
+            namespace => kubernetes.namespace,
+            kubeconfig => kubernetes.kubeconfig,
+            k8s_timeout => kubernetes.call_timeout,
+            storm_threshold => storm.threshold,
+            storm_window => storm.window,
+            storm_flush_interval => storm.flush_interval,
+            storm_updates => storm.updates,
+            log_format => log.format,
+            log_level => log.level,
+        );
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let config = match Args::parse().into_config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("gateway: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = telemetry::init_logs(config.log.format, &config.log.level) {
+        eprintln!("gateway: log.level: {error}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gateway: starting the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "gateway failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))
+    };
+    let listeners = gateway::Listeners {
+        api: bind(config.api.listen).await?,
+        health: bind(config.api.health_listen).await?,
+        metrics: bind(config.api.metrics_listen).await?,
+    };
+    let (client, namespace) = gateway::k8s::connect(&config.kubernetes).await?;
+    tracing::info!(
+        api = %listeners.api.local_addr()?,
+        health = %listeners.health.local_addr()?,
+        metrics = %listeners.metrics.local_addr()?,
+        namespace,
+        "gateway listening"
+    );
+    gateway::run(config, client, namespace, listeners, shutdown_signal()).await;
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (a terminal).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the gateway");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

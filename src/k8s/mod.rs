@@ -1,6 +1,59 @@
-//! Everything that talks to Kubernetes: the RR types, and the create / patch calls with
-//! deadlines.
+//! Everything that talks to Kubernetes: the RR types, the calls with deadlines behind the
+//! [`store::RrStore`] trait, the circuit breaker, and client construction.
 
+pub mod breaker;
+pub mod store;
 pub mod types;
 
 pub use types::{RemediationRequest, RemediationRequestSpec, RemediationRequestStatus};
+
+use crate::config::KubernetesConfig;
+
+/// Why no Kubernetes client could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The kubeconfig file could not be read or used.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// Neither in-cluster configuration nor a default kubeconfig was found.
+    #[error("no Kubernetes configuration: {0}")]
+    Infer(#[source] kube::config::InferConfigError),
+    /// The client could not be built from the configuration.
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// Builds the client (from `kubernetes.kubeconfig`, else in-cluster, else `KUBECONFIG` /
+/// `~/.kube/config`) and resolves the controller namespace (`kubernetes.namespace`, else the
+/// pod's or kubeconfig context's namespace).
+///
+/// The client's own retries are off: on the request path a failed call becomes a 503 that
+/// Alertmanager retries, and the watch has its own backoff.
+pub async fn connect(config: &KubernetesConfig) -> Result<(kube::Client, String), ConnectError> {
+    let mut kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let err = |source| ConnectError::Kubeconfig {
+                path: path.clone(),
+                source,
+            };
+            let file = kube::config::Kubeconfig::read_from(path).map_err(err)?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(err)?
+        }
+        None => kube::Config::infer().await.map_err(ConnectError::Infer)?,
+    };
+    kube_config.default_retry = false;
+    let namespace = config
+        .namespace
+        .clone()
+        .unwrap_or_else(|| kube_config.default_namespace.clone());
+    let client = kube::Client::try_from(kube_config).map_err(ConnectError::Client)?;
+    Ok((client, namespace))
+}

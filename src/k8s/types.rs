@@ -198,5 +198,8 @@ pub struct RoutingStatus {
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
     let header = "# Generated from src/k8s/types.rs (UPDATE_CRD=1 cargo test --test crd_checked_in); do not edit by hand.\n";
-    Ok(format!("{header}{}", serde_yaml::to_string(&RemediationRequest::crd())?))
+    Ok(format!(
+        "{header}{}",
+        serde_yaml::to_string(&RemediationRequest::crd())?
+    ))
 }

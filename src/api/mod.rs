@@ -1,0 +1,59 @@
+//! The HTTP side: the API listener (signal routes, limits, errors), the health listener
+//! (`/healthz`, `/readyz`) and the metrics listener (`/metrics`).
+//!
+//! Errors become responses in one place ([`error`]); the processing behind the routes is a
+//! [`Processor`] so this layer is tested on its own.
+
+pub mod error;
+pub mod health;
+pub mod routes;
+pub mod server;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+pub use health::Health;
+
+use crate::clock::Clock;
+use crate::config::ApiConfig;
+use crate::processor::Processor;
+use crate::telemetry::Metrics;
+
+/// Shared state of the API listener.
+pub struct App<P> {
+    /// Records valid signals.
+    pub processor: Arc<P>,
+    /// Limits and listener settings.
+    pub config: ApiConfig,
+    /// Readiness flags, shared with the engine and the shutdown sequence.
+    pub health: Arc<Health>,
+    /// Hot-path metric handles.
+    pub metrics: Metrics,
+    /// Time source for freshness checks.
+    pub clock: Arc<dyn Clock>,
+    /// One permit per signal request being processed (`api.max_in_flight`).
+    pub in_flight: Arc<Semaphore>,
+}
+
+impl<P: Processor> App<P> {
+    /// Builds the state.
+    pub fn new(
+        processor: Arc<P>,
+        config: ApiConfig,
+        health: Arc<Health>,
+        metrics: Metrics,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+        App {
+            processor,
+            config,
+            health,
+            metrics,
+            clock,
+            in_flight,
+        }
+    }
+}

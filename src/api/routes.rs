@@ -1,0 +1,404 @@
+//! Request handling for the API listener: routing, limits, body reading, the adapters, the
+//! processor, and the success bodies of DESIGN.md §2.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use serde::Serialize;
+
+use super::{ApiError, App};
+use crate::ingest::adapters::{alertmanager, kubernetes_event};
+use crate::ingest::{Rejection, Signal};
+use crate::processor::{Outcome, ProcessError, Processor};
+
+/// Path of the Alertmanager route.
+pub const PROMETHEUS_PATH: &str = "/api/v1/signals/prometheus";
+/// Path of the Kubernetes Event route.
+pub const EVENT_PATH: &str = "/api/v1/signals/kubernetes-event";
+
+#[derive(Clone, Copy)]
+enum Route {
+    Prometheus,
+    Event,
+}
+
+impl Route {
+    fn label(route: Option<Route>) -> &'static str {
+        match route {
+            Some(Route::Prometheus) => "prometheus",
+            Some(Route::Event) => "kubernetes-event",
+            None => "other",
+        }
+    }
+}
+
+/// Handles one API request. Never fails: every error becomes a response here.
+pub async fn handle<P: Processor, B>(app: Arc<App<P>>, request: Request<B>) -> Response<Bytes>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let path = request.uri().path().to_owned();
+    let route = match path.as_str() {
+        PROMETHEUS_PATH => Some(Route::Prometheus),
+        EVENT_PATH => Some(Route::Event),
+        _ => None,
+    };
+    let mut response = match dispatch(&app, route, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(&path, &request_id, app.config.retry_after_seconds),
+    };
+    decorate(response.headers_mut(), &request_id);
+    app.metrics.http_request(
+        Route::label(route),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    tracing::debug!(
+        request_id,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// Security headers and the request id, on every API response.
+fn decorate(headers: &mut HeaderMap, request_id: &str) {
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", id);
+    }
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'"),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        "strict-transport-security",
+        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+    );
+}
+
+async fn dispatch<P: Processor, B>(
+    app: &App<P>,
+    route: Option<Route>,
+    request: Request<B>,
+) -> Result<Response<Bytes>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let Some(route) = route else {
+        return Err(ApiError::NotFound(request.uri().path().to_owned()));
+    };
+    if request.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed(request.method().to_string()));
+    }
+    check_content_type(request.headers())?;
+    if app.health.is_shutting_down() {
+        return Err(ApiError::ShuttingDown);
+    }
+    // Shed load before reading the body: a slot is a promise to finish the work.
+    let _slot = app.in_flight.clone().try_acquire_owned().map_err(|_| {
+        app.metrics.rejected_overload.increment(1);
+        ApiError::Overloaded
+    })?;
+    let x_timestamp = request
+        .headers()
+        .get("x-timestamp")
+        .map(|v| v.as_bytes().to_vec());
+    let mut body = read_body(app, request).await?;
+    let now = app.clock.now();
+    match route {
+        Route::Prometheus => {
+            app.metrics.received_prometheus.increment(1);
+            let alerts = alertmanager::parse(&mut body, x_timestamp.as_deref(), now)?;
+            prometheus(app, alerts).await
+        }
+        Route::Event => {
+            app.metrics.received_event.increment(1);
+            let signal = kubernetes_event::parse(&mut body, now)?;
+            let fingerprint = signal.fingerprint;
+            let outcome = app.processor.process(signal).await?;
+            Ok(single(&fingerprint.to_string(), outcome))
+        }
+    }
+}
+
+/// `Content-Type` may be absent; when present it must be `application/json`, parameters
+/// (e.g. `charset=utf-8`) allowed.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or_default();
+    let media_type = text.split(';').next().unwrap_or_default().trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(text.to_owned()))
+    }
+}
+
+async fn read_body<P: Processor, B>(app: &App<P>, request: Request<B>) -> Result<Vec<u8>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let limit = app.config.body_limit;
+    let too_large = ApiError::PayloadTooLarge { limit };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large);
+    }
+    let body = std::pin::pin!(request.into_body());
+    let mut body = body;
+    let mut buffer = Vec::with_capacity(declared.map_or(4096, |len| len as usize));
+    let read = async {
+        while let Some(frame) = body.as_mut().frame().await {
+            let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                if buffer.len() + data.len() > limit {
+                    return Err(ApiError::PayloadTooLarge { limit });
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(app.config.read_timeout, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout)??;
+    Ok(buffer)
+}
+
+/// Records every valid alert of an Alertmanager payload, concurrently.
+async fn prometheus<P: Processor>(
+    app: &App<P>,
+    alerts: Vec<Result<Signal, Rejection>>,
+) -> Result<Response<Bytes>, ApiError> {
+    let total = alerts.len();
+    let valid = alerts.iter().filter(|a| a.is_ok()).count();
+    if valid == 0 {
+        let first = alerts
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap_or(Rejection::NoAlerts);
+        return Err(if total == 1 {
+            ApiError::Rejected(first)
+        } else {
+            ApiError::AllRejected {
+                count: total,
+                first,
+            }
+        });
+    }
+    if total == 1 {
+        let signal = alerts
+            .into_iter()
+            .find_map(Result::ok)
+            .ok_or(Rejection::NoAlerts)?;
+        let fingerprint = signal.fingerprint;
+        let outcome = app.processor.process(signal).await?;
+        return Ok(single(&fingerprint.to_string(), outcome));
+    }
+    let results = futures::future::join_all(alerts.into_iter().map(|alert| async move {
+        match alert {
+            Ok(signal) => {
+                let fingerprint = signal.fingerprint;
+                (Some(fingerprint), Ok(app.processor.process(signal).await))
+            }
+            Err(rejection) => (None, Err(rejection)),
+        }
+    }))
+    .await;
+    // A batch answers 207 only when every valid alert was recorded. If one could not be
+    // (Kubernetes unavailable), the whole batch gets 503 so Alertmanager resends it: the
+    // alerts already recorded are then counted again, but none is lost.
+    let mut recorded = Vec::with_capacity(total);
+    let mut unavailable = None;
+    for (fingerprint, result) in results {
+        match result {
+            Ok(Ok(outcome)) => recorded.push((fingerprint, Ok(outcome))),
+            Ok(Err(ProcessError::Internal(cause))) => {
+                return Err(ApiError::Process(ProcessError::Internal(cause)));
+            }
+            Ok(Err(ProcessError::Unavailable(cause))) => unavailable = Some(cause),
+            Err(rejection) => recorded.push((fingerprint, Err(rejection))),
+        }
+    }
+    if let Some(cause) = unavailable {
+        return Err(ApiError::Process(ProcessError::Unavailable(cause)));
+    }
+    let mut summary = Summary {
+        total,
+        ..Summary::default()
+    };
+    let items = recorded
+        .into_iter()
+        .map(|(fingerprint, result)| {
+            let fingerprint = fingerprint.map(|f| f.to_string()).unwrap_or_default();
+            match result {
+                Ok(Outcome::Created { name, .. }) => {
+                    summary.created += 1;
+                    BatchItem {
+                        status: "created",
+                        fingerprint,
+                        message: "RemediationRequest created".into(),
+                        remediation_request_name: Some(name),
+                        count: Some(1),
+                    }
+                }
+                Ok(Outcome::Duplicate { name, count, .. }) => {
+                    summary.deduplicated += 1;
+                    BatchItem {
+                        status: "duplicate",
+                        fingerprint,
+                        message: format!("Duplicate signal (count {count})"),
+                        remediation_request_name: Some(name),
+                        count: Some(count),
+                    }
+                }
+                Err(rejection) => {
+                    summary.rejected += 1;
+                    BatchItem {
+                        status: "rejected",
+                        fingerprint,
+                        message: rejection.to_string(),
+                        remediation_request_name: None,
+                        count: None,
+                    }
+                }
+            }
+        })
+        .collect();
+    Ok(json(
+        StatusCode::MULTI_STATUS,
+        &BatchResponse {
+            results: items,
+            summary,
+        },
+    ))
+}
+
+/// 201 or 202 for one signal.
+fn single(fingerprint: &str, outcome: Outcome) -> Response<Bytes> {
+    match outcome {
+        Outcome::Created { name, namespace } => json(
+            StatusCode::CREATED,
+            &SignalResponse {
+                status: "created",
+                message: "RemediationRequest created".into(),
+                fingerprint,
+                duplicate: false,
+                remediation_request_name: &name,
+                remediation_request_namespace: &namespace,
+                metadata: None,
+            },
+        ),
+        Outcome::Duplicate {
+            name,
+            namespace,
+            count,
+            first_seen,
+            last_seen,
+        } => json(
+            StatusCode::ACCEPTED,
+            &SignalResponse {
+                status: "duplicate",
+                message: format!("Duplicate signal (count {count})"),
+                fingerprint,
+                duplicate: true,
+                remediation_request_name: &name,
+                remediation_request_namespace: &namespace,
+                metadata: Some(DuplicateMetadata {
+                    count,
+                    remediation_request_ref: format!("{namespace}/{name}"),
+                    first_occurrence: rfc3339(first_seen),
+                    last_occurrence: rfc3339(last_seen),
+                }),
+            },
+        ),
+    }
+}
+
+/// RFC 3339 in UTC with second precision, as Kubernetes writes times.
+pub fn rfc3339(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignalResponse<'a> {
+    status: &'static str,
+    message: String,
+    fingerprint: &'a str,
+    duplicate: bool,
+    remediation_request_name: &'a str,
+    remediation_request_namespace: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<DuplicateMetadata>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DuplicateMetadata {
+    count: i64,
+    remediation_request_ref: String,
+    first_occurrence: String,
+    last_occurrence: String,
+}
+
+#[derive(Serialize)]
+struct BatchResponse {
+    results: Vec<BatchItem>,
+    summary: Summary,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchItem {
+    status: &'static str,
+    fingerprint: String,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remediation_request_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<i64>,
+}
+
+/// `failed` stays 0 on the wire: a batch with an unrecordable alert is answered 503 as a whole
+/// (see [`prometheus`]); the field is kept for wire compatibility.
+#[derive(Serialize, Default)]
+struct Summary {
+    total: usize,
+    created: usize,
+    deduplicated: usize,
+    rejected: usize,
+    failed: usize,
+}

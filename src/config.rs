@@ -1,0 +1,350 @@
+//! Configuration: one YAML file (`--config`), every key with a default, each overridable by a
+//! flag or an environment variable (flags win over env, env over the file).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::telemetry::LogFormat;
+
+/// The whole configuration, one nested block per module.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listeners and request limits.
+    pub api: ApiConfig,
+    /// Kubernetes access.
+    pub kubernetes: KubernetesConfig,
+    /// Storm aggregation.
+    pub storm: StormConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `api.*`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Signal API listener.
+    pub listen: SocketAddr,
+    /// `/healthz` and `/readyz` listener, apart so probes never queue behind signal traffic.
+    pub health_listen: SocketAddr,
+    /// `/metrics` listener.
+    pub metrics_listen: SocketAddr,
+    /// Largest accepted request body in bytes; larger is 413.
+    pub body_limit: usize,
+    /// Signal requests processed at once; beyond it the gateway answers 503 + Retry-After
+    /// instead of queueing without bound.
+    pub max_in_flight: usize,
+    /// Open connections on the API listener; beyond it new connections wait in the kernel's
+    /// accept backlog.
+    pub max_connections: usize,
+    /// How long a request may take to send its headers and body before the connection is
+    /// closed (slow clients must not hold in-flight slots).
+    #[serde(with = "duration")]
+    pub read_timeout: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// `Retry-After` seconds on 503.
+    pub retry_after_seconds: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            health_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            body_limit: 262_144,
+            max_in_flight: 1000,
+            max_connections: 10_000,
+            read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(25),
+            retry_after_seconds: 1,
+        }
+    }
+}
+
+/// `kubernetes.*`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Controller namespace where RRs live. Default: the pod's own namespace (from the
+    /// service-account mount), else the kubeconfig context's, else `default`.
+    pub namespace: Option<String>,
+    /// Kubeconfig file. Default: in-cluster config, else `KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Deadline of every Kubernetes call on the request path; past it the signal gets 503.
+    #[serde(with = "duration")]
+    pub call_timeout: Duration,
+    /// Attempts of one commit (create or status patch) before answering 503; each lost
+    /// optimistic-concurrency race (409) costs one.
+    pub max_attempts: u32,
+    /// Consecutive failed Kubernetes calls that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the open breaker answers 503 without calling Kubernetes.
+    #[serde(with = "duration")]
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            namespace: None,
+            kubeconfig: None,
+            call_timeout: Duration::from_secs(2),
+            max_attempts: 16,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(2),
+        }
+    }
+}
+
+/// How storm status reaches the RR.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StormUpdates {
+    /// Through the coalescing background queue; never delays a response.
+    #[default]
+    Async,
+    /// Before responding; exists only to measure the alternative.
+    Sync,
+}
+
+/// `storm.*`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StormConfig {
+    /// Occurrences within the window that make a storm.
+    pub threshold: u32,
+    /// Trailing window; `0` means the RR's lifetime.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// How often the queue writes pending storm states.
+    #[serde(with = "duration")]
+    pub flush_interval: Duration,
+    /// `async` (default) or `sync`.
+    pub updates: StormUpdates,
+    /// Distinct RRs with a pending storm state; beyond it new states are dropped and counted.
+    pub queue_capacity: usize,
+    /// Storm patches in flight at once.
+    pub max_concurrent_patches: usize,
+}
+
+impl Default for StormConfig {
+    fn default() -> Self {
+        StormConfig {
+            threshold: 5,
+            window: Duration::from_secs(60),
+            flush_interval: Duration::from_millis(200),
+            updates: StormUpdates::Async,
+            queue_capacity: 100_000,
+            max_concurrent_patches: 8,
+        }
+    }
+}
+
+/// `log.*`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (default) or `text`.
+    pub format: LogFormat,
+    /// `RUST_LOG`-style filter.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is invalid or has an unknown key or a bad value.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why (serde names the key).
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `storm.threshold`.
+        key: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads a YAML file; missing keys take their defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
+    }
+
+    /// Parses YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_yaml::from_str(text)
+    }
+
+    /// Checks ranges that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason| Err(ConfigError::Invalid { key, reason });
+        if self.api.body_limit == 0 {
+            return invalid("api.body_limit", "must be at least 1");
+        }
+        if self.api.max_in_flight == 0 {
+            return invalid("api.max_in_flight", "must be at least 1");
+        }
+        if self.api.max_connections == 0 {
+            return invalid("api.max_connections", "must be at least 1");
+        }
+        if self.kubernetes.call_timeout.is_zero() {
+            return invalid("kubernetes.call_timeout", "must be positive");
+        }
+        if self.kubernetes.max_attempts == 0 {
+            return invalid("kubernetes.max_attempts", "must be at least 1");
+        }
+        if self.kubernetes.breaker_failures == 0 {
+            return invalid("kubernetes.breaker_failures", "must be at least 1");
+        }
+        if self.storm.threshold < 2 {
+            return invalid("storm.threshold", "must be at least 2");
+        }
+        if self.storm.flush_interval.is_zero() {
+            return invalid("storm.flush_interval", "must be positive");
+        }
+        if self.storm.queue_capacity == 0 {
+            return invalid("storm.queue_capacity", "must be at least 1");
+        }
+        if self.storm.max_concurrent_patches == 0 {
+            return invalid("storm.max_concurrent_patches", "must be at least 1");
+        }
+        if let Some(ns) = &self.kubernetes.namespace
+            && ns.is_empty()
+        {
+            return invalid("kubernetes.namespace", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// Durations as text: `250ms`, `2s`, `1m`, `1h`, or `0`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    /// Parses `250ms`, `2s`, `1m`, `1h` or `0`.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        if text == "0" {
+            return Ok(Duration::ZERO);
+        }
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like 250ms or 2s"))?;
+        match unit {
+            "ms" => Ok(Duration::from_millis(n)),
+            "s" => Ok(Duration::from_secs(n)),
+            "m" => Ok(Duration::from_secs(n * 60)),
+            "h" => Ok(Duration::from_secs(n * 3600)),
+            _ => Err(format!("{text:?} has no unit: use ms, s, m or h")),
+        }
+    }
+
+    /// serde `deserialize_with`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(Config::from_yaml("").unwrap(), Config::default());
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn nested_keys_and_durations() {
+        let c = Config::from_yaml(
+            "storm:\n  threshold: 7\n  window: 0\n  flush_interval: 50ms\n  updates: sync\nkubernetes:\n  call_timeout: 3s\n",
+        )
+        .unwrap();
+        assert_eq!(c.storm.threshold, 7);
+        assert_eq!(c.storm.window, Duration::ZERO);
+        assert_eq!(c.storm.flush_interval, Duration::from_millis(50));
+        assert_eq!(c.storm.updates, StormUpdates::Sync);
+        assert_eq!(c.kubernetes.call_timeout, Duration::from_secs(3));
+        assert_eq!(c.api.body_limit, 262_144);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_yaml("storm:\n  treshold: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("treshold"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_an_error() {
+        let err = Config::from_yaml("storm:\n  window: 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no unit"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_names_the_key() {
+        let mut c = Config::default();
+        c.storm.threshold = 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("storm.threshold")
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! The decision and the writes: create a new RR, or count the signal onto the active one with
+//! one conditional merge-patch of `/status`.
+//!
+//! **Group commit.** Signals of one fingerprint are queued in a per-fingerprint slot; one
+//! drain task per busy fingerprint takes everything queued, writes it in one call (count += k)
+//! and hands each signal its own ordinal. While that call is in flight, newer signals queue
+//! and go out together in the next call. The drain task is spawned when a slot becomes busy and
+//! ends when it is empty, so tasks are bounded by the fingerprints in flight, which
+//! `api.max_in_flight` bounds; running the write in its own task also means a client hanging
+//! up cannot abandon a write that other signals wait on.
+//!
+//! **Exactness.** Every status patch carries the `resourceVersion` its count was read at, so a
+//! racing write (another replica, the orchestrator) turns into 409 Conflict, never a lost
+//! increment; the loser refreshes that one RR and tries again, a bounded number of times.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use tokio::sync::oneshot;
+
+use super::index::{GENERATION_LABEL, Index, RrState, rr_name};
+use crate::clock::Clock;
+use crate::fingerprint::Fingerprint;
+use crate::ingest::Signal;
+use crate::k8s::store::{RrStore, StoreError};
+use crate::k8s::types::{
+    ANNOTATION_VALUE_MAX, LABEL_VALUE_MAX, ORIGINAL_PAYLOAD_MAX, RemediationRequest,
+    RemediationRequestSpec, ResourceRef, SignalType, TargetType,
+};
+use crate::processor::{Outcome, ProcessError, Processor};
+use crate::telemetry::Metrics;
+
+/// Notified of every committed write, in commit order per RR (the storm rule hooks in here).
+pub trait CommitObserver: Send + Sync + 'static {
+    /// `state` is the RR as the write left it; `signals` were counted by this write.
+    fn committed(&self, fingerprint: &Fingerprint, state: &RrState, signals: usize, now: Timestamp);
+}
+
+/// An observer that does nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl CommitObserver for NoObserver {
+    fn committed(&self, _: &Fingerprint, _: &RrState, _: usize, _: Timestamp) {}
+}
+
+/// The dedup engine; cheap to clone.
+pub struct Engine<S, O = NoObserver> {
+    inner: Arc<Inner<S, O>>,
+}
+
+impl<S, O> Clone for Engine<S, O> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S, O> {
+    store: S,
+    index: Arc<Index>,
+    namespace: String,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    observer: O,
+    max_attempts: u32,
+    slots: DashMap<Fingerprint, Vec<Waiter>, ahash::RandomState>,
+}
+
+struct Waiter {
+    signal: Signal,
+    received: Timestamp,
+    reply: oneshot::Sender<Result<Outcome, ProcessError>>,
+}
+
+impl<S: RrStore, O: CommitObserver> Engine<S, O> {
+    /// An engine writing RRs into `namespace` through `store`.
+    pub fn new(
+        store: S,
+        index: Arc<Index>,
+        namespace: String,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        observer: O,
+        max_attempts: u32,
+    ) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                index,
+                namespace,
+                clock,
+                metrics,
+                observer,
+                max_attempts,
+                slots: DashMap::default(),
+            }),
+        }
+    }
+
+    /// The index this engine decides with.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.inner.index
+    }
+
+    /// Serves one fingerprint's queue until it is empty.
+    async fn drain(self, fingerprint: Fingerprint) {
+        let inner = &self.inner;
+        loop {
+            let batch = match inner.slots.get_mut(&fingerprint) {
+                Some(mut waiters) => std::mem::take(&mut *waiters),
+                None => return,
+            };
+            if batch.is_empty() {
+                // Leave only if nobody queued since the take; otherwise serve them.
+                if inner
+                    .slots
+                    .remove_if(&fingerprint, |_, waiters| waiters.is_empty())
+                    .is_some()
+                {
+                    return;
+                }
+                continue;
+            }
+            self.commit(fingerprint, batch.into()).await;
+        }
+    }
+
+    /// Records `pending` (all of one fingerprint), replying to each.
+    async fn commit(&self, fingerprint: Fingerprint, mut pending: VecDeque<Waiter>) {
+        let inner = &self.inner;
+        let mut attempts = 0;
+        // After a create, the RR's status.deduplication is initialised from this task (not
+        // the request's) unless duplicates already queued will initialise it.
+        let mut created: Option<RrState> = None;
+        while !pending.is_empty() {
+            attempts += 1;
+            if attempts > inner.max_attempts {
+                fail(
+                    pending,
+                    ProcessError::Unavailable(format!(
+                        "gave up after {} attempts lost to concurrent writes",
+                        inner.max_attempts
+                    )),
+                );
+                return;
+            }
+            let now = inner.clock.now();
+            match inner.index.active(&fingerprint, now) {
+                None => {
+                    let generation = inner.index.next_generation(&fingerprint);
+                    let Some(first) = pending.front() else { return };
+                    let rr = self.new_rr(&first.signal, generation, first.received);
+                    let name = rr.metadata.name.clone().unwrap_or_default();
+                    match inner.store.create(&rr).await {
+                        Ok(stored) => {
+                            inner.index.apply(&stored);
+                            inner.metrics.created.increment(1);
+                            created = RrState::from_rr(&stored).map(|(_, state)| state);
+                            if let Some(waiter) = pending.pop_front() {
+                                let _ = waiter.reply.send(Ok(Outcome::Created {
+                                    name,
+                                    namespace: inner.namespace.clone(),
+                                }));
+                            }
+                        }
+                        Err(StoreError::AlreadyExists) => {
+                            // A racing create won (or a terminal RR holds the name): learn it.
+                            inner.metrics.creation_error("already_exists");
+                            if let Err(error) = self.refresh(&fingerprint, &name).await {
+                                fail(pending, error);
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            inner.metrics.creation_error(creation_error_type(&error));
+                            fail(pending, to_process_error(error));
+                            return;
+                        }
+                    }
+                }
+                Some(active) => {
+                    created = None;
+                    let k = pending.len() as i64;
+                    let count = active.count + k;
+                    let last_seen = pending.iter().map(|w| w.received).max().unwrap_or(now);
+                    let last_seen = last_seen.max(active.last_seen);
+                    let patch =
+                        dedup_patch(active.resource_version, count, active.first_seen, last_seen);
+                    match inner.store.patch_status(&active.name, &patch).await {
+                        Ok(stored) => {
+                            inner.index.apply(&stored);
+                            inner.metrics.deduplicated.increment(k as u64);
+                            let state =
+                                RrState::from_rr(&stored).map_or(active.clone(), |(_, s)| s);
+                            inner
+                                .observer
+                                .committed(&fingerprint, &state, pending.len(), now);
+                            for (ordinal, waiter) in (active.count + 1..).zip(pending.drain(..)) {
+                                let _ = waiter.reply.send(Ok(Outcome::Duplicate {
+                                    name: active.name.to_string(),
+                                    namespace: inner.namespace.clone(),
+                                    count: ordinal,
+                                    first_seen: active.first_seen,
+                                    last_seen: waiter.received.max(active.first_seen),
+                                }));
+                            }
+                        }
+                        Err(StoreError::Conflict) => {
+                            if let Err(error) = self.refresh(&fingerprint, &active.name).await {
+                                fail(pending, error);
+                                return;
+                            }
+                        }
+                        Err(StoreError::NotFound) => inner.index.remove(&fingerprint, &active.name),
+                        Err(error) => {
+                            fail(pending, to_process_error(error));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(state) = created.filter(|s| !s.initialised) {
+            self.initialise(&fingerprint, &state).await;
+        }
+    }
+
+    /// Re-reads one RR after a lost race.
+    async fn refresh(&self, fingerprint: &Fingerprint, name: &str) -> Result<(), ProcessError> {
+        match self.inner.store.get(name).await {
+            Ok(rr) => {
+                self.inner.index.apply(&rr);
+                Ok(())
+            }
+            Err(StoreError::NotFound) => {
+                self.inner.index.remove(fingerprint, name);
+                Ok(())
+            }
+            Err(error) => Err(to_process_error(error)),
+        }
+    }
+
+    /// Writes `status.deduplication` of a fresh RR (count 1), conditionally: if anything wrote
+    /// the status first, that write initialised it and this one is dropped.
+    async fn initialise(&self, fingerprint: &Fingerprint, state: &RrState) {
+        let patch = dedup_patch(state.resource_version, 1, state.first_seen, state.last_seen);
+        match self.inner.store.patch_status(&state.name, &patch).await {
+            Ok(stored) => {
+                self.inner.index.apply(&stored);
+                self.inner
+                    .observer
+                    .committed(fingerprint, state, 1, self.inner.clock.now());
+            }
+            Err(error) => {
+                tracing::debug!(rr = %state.name, %error, "status initialisation skipped")
+            }
+        }
+    }
+
+    fn new_rr(&self, signal: &Signal, generation: u32, received: Timestamp) -> RemediationRequest {
+        let name = rr_name(&signal.fingerprint, generation);
+        let truncate = |map: &std::collections::BTreeMap<String, String>, max: usize| {
+            (!map.is_empty()).then(|| {
+                map.iter()
+                    .map(|(k, v)| (k.clone(), truncate_chars(v, max).to_owned()))
+                    .collect()
+            })
+        };
+        let spec = RemediationRequestSpec {
+            signal_fingerprint: signal.fingerprint.to_string(),
+            signal_name: signal.name.clone(),
+            severity: signal.severity.clone(),
+            signal_type: SignalType::Alert,
+            signal_source: signal.source,
+            target_type: TargetType::Kubernetes,
+            target_resource: ResourceRef {
+                kind: signal.resource.kind.clone(),
+                name: signal.resource.name.clone(),
+                namespace: signal.resource.namespace.clone(),
+                api_version: signal.resource.api_version.clone(),
+            },
+            cluster_id: signal.cluster.clone(),
+            firing_time: Time(signal.firing_time),
+            received_time: Time(received),
+            signal_labels: truncate(&signal.labels, LABEL_VALUE_MAX),
+            signal_annotations: truncate(&signal.annotations, ANNOTATION_VALUE_MAX),
+            original_payload: Some(truncate_bytes(&signal.raw, ORIGINAL_PAYLOAD_MAX).to_owned()),
+        };
+        RemediationRequest {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(self.inner.namespace.clone()),
+                labels: Some([(GENERATION_LABEL.to_string(), generation.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status: None,
+        }
+    }
+}
+
+impl<S: RrStore, O: CommitObserver> Processor for Engine<S, O> {
+    async fn process(&self, signal: Signal) -> Result<Outcome, ProcessError> {
+        let inner = &self.inner;
+        let fingerprint = signal.fingerprint;
+        let (reply, response) = oneshot::channel();
+        let waiter = Waiter {
+            signal,
+            received: inner.clock.now(),
+            reply,
+        };
+        let lead = match inner.slots.entry(fingerprint) {
+            dashmap::Entry::Occupied(mut queued) => {
+                queued.get_mut().push(waiter);
+                false
+            }
+            dashmap::Entry::Vacant(empty) => {
+                empty.insert(vec![waiter]);
+                true
+            }
+        };
+        if lead {
+            tokio::spawn(self.clone().drain(fingerprint));
+        }
+        response.await.unwrap_or_else(|_| {
+            Err(ProcessError::Internal(
+                "commit task ended without a reply".into(),
+            ))
+        })
+    }
+}
+
+/// The conditional merge-patch of `status.deduplication`.
+pub fn dedup_patch(
+    resource_version: u64,
+    count: i64,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": { "resourceVersion": resource_version.to_string() },
+        "status": { "deduplication": {
+            "occurrenceCount": count,
+            "firstSeenAt": Time(first_seen),
+            "lastSeenAt": Time(last_seen),
+        }}
+    })
+}
+
+fn fail(pending: VecDeque<Waiter>, error: ProcessError) {
+    let message = error.to_string();
+    let unavailable = matches!(error, ProcessError::Unavailable(_));
+    for waiter in pending {
+        let error = if unavailable {
+            ProcessError::Unavailable(message.clone())
+        } else {
+            ProcessError::Internal(message.clone())
+        };
+        let _ = waiter.reply.send(Err(error));
+    }
+}
+
+fn to_process_error(error: StoreError) -> ProcessError {
+    match error {
+        StoreError::Timeout(_) | StoreError::Unavailable(_) => {
+            ProcessError::Unavailable(error.to_string())
+        }
+        // Conflict / AlreadyExists / NotFound are handled where they can occur; reaching here
+        // with them, or with a refused object, is a bug.
+        other => ProcessError::Internal(other.to_string()),
+    }
+}
+
+fn creation_error_type(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::AlreadyExists => "already_exists",
+        StoreError::Conflict => "conflict",
+        StoreError::NotFound => "not_found",
+        StoreError::Timeout(_) => "timeout",
+        StoreError::Unavailable(_) => "unavailable",
+        StoreError::Invalid(_) => "invalid",
+    }
+}
+
+fn truncate_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+fn truncate_bytes(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut at = max;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    &text[..at]
+}

@@ -1,0 +1,166 @@
+//! The Kubernetes calls the gateway makes on RRs, behind the [`RrStore`] trait so the dedup
+//! logic can be model-tested against an in-memory fake. [`KubeStore`] is the real one: every
+//! call has a deadline, is counted in telemetry, and passes through the circuit breaker.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+
+use super::breaker::Breaker;
+use super::types::RemediationRequest;
+use crate::api::Health;
+use crate::telemetry::Metrics;
+
+/// Why a call failed, sorted by what the caller does about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Create: an RR of that name exists (a racing create won).
+    #[error("already exists")]
+    AlreadyExists,
+    /// Patch: the `resourceVersion` precondition failed (a racing write won).
+    #[error("resourceVersion conflict")]
+    Conflict,
+    /// The RR does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The call did not finish within its deadline.
+    #[error("deadline of {0:?} exceeded")]
+    Timeout(Duration),
+    /// No connection, an apiserver 5xx/429, an authorization failure, or the breaker is open:
+    /// a later retry can succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The apiserver refused the object (400/422): a bug in what the gateway sent.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+/// RR calls used by the dedup engine and the storm queue.
+pub trait RrStore: Send + Sync + 'static {
+    /// POST an RR.
+    fn create(
+        &self,
+        rr: &RemediationRequest,
+    ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send;
+
+    /// JSON merge-patch of `/status`. A `metadata.resourceVersion` in the patch makes it
+    /// conditional.
+    fn patch_status(
+        &self,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send;
+
+    /// GET one RR (only after a lost race, never on the uncontended path).
+    fn get(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send;
+}
+
+/// The real store.
+#[derive(Clone)]
+pub struct KubeStore {
+    api: Api<RemediationRequest>,
+    timeout: Duration,
+    metrics: Metrics,
+    breaker: Arc<Breaker>,
+    health: Arc<Health>,
+}
+
+impl KubeStore {
+    /// A store over RRs in `namespace`.
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        timeout: Duration,
+        breaker: Arc<Breaker>,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Self {
+        KubeStore {
+            api: Api::namespaced(client, namespace),
+            timeout,
+            metrics,
+            breaker,
+            health,
+        }
+    }
+
+    async fn call<T, F>(&self, verb: &'static str, call: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, kube::Error>>,
+    {
+        if !self.breaker.allow() {
+            self.metrics.k8s_request(verb, "breaker_open", 0.0);
+            return Err(StoreError::Unavailable("circuit breaker open".into()));
+        }
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(classify(error)),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(StoreError::AlreadyExists) => "already_exists",
+            Err(StoreError::Conflict) => "conflict",
+            Err(StoreError::NotFound) => "not_found",
+            Err(StoreError::Timeout(_)) => "timeout",
+            Err(StoreError::Unavailable(_)) => "unavailable",
+            Err(StoreError::Invalid(_)) => "invalid",
+        };
+        self.metrics
+            .k8s_request(verb, outcome, started.elapsed().as_secs_f64());
+        let healthy = !matches!(
+            result,
+            Err(StoreError::Timeout(_) | StoreError::Unavailable(_))
+        );
+        self.breaker.record(healthy);
+        self.health.set_kube_reachable(healthy);
+        result
+    }
+}
+
+impl RrStore for KubeStore {
+    async fn create(&self, rr: &RemediationRequest) -> Result<RemediationRequest, StoreError> {
+        self.call("create", self.api.create(&PostParams::default(), rr))
+            .await
+    }
+
+    async fn patch_status(
+        &self,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<RemediationRequest, StoreError> {
+        self.call(
+            "patch",
+            self.api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(patch)),
+        )
+        .await
+    }
+
+    async fn get(&self, name: &str) -> Result<RemediationRequest, StoreError> {
+        self.call("get", self.api.get(name)).await
+    }
+}
+
+fn classify(error: kube::Error) -> StoreError {
+    match error {
+        kube::Error::Api(status) => match (status.code, status.reason.as_str()) {
+            (409, "AlreadyExists") => StoreError::AlreadyExists,
+            (409, _) => StoreError::Conflict,
+            (404, _) => StoreError::NotFound,
+            (400 | 422, _) => StoreError::Invalid(status.message),
+            (code, reason) => StoreError::Unavailable(format!(
+                "apiserver answered {code} {reason}: {}",
+                status.message
+            )),
+        },
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}

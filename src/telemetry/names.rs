@@ -1,0 +1,37 @@
+//! Every metric name the gateway exports. Names shared with the kubernaut Gateway keep its
+//! spelling so existing dashboards work.
+
+/// Counter, label `source`.
+pub const SIGNALS_RECEIVED: &str = "gateway_signals_received_total";
+/// Counter.
+pub const SIGNALS_DEDUPLICATED: &str = "gateway_signals_deduplicated_total";
+/// Counter.
+pub const CRDS_CREATED: &str = "gateway_crds_created_total";
+/// Counter, label `error_type`.
+pub const CRD_CREATION_ERRORS: &str = "gateway_crd_creation_errors_total";
+/// Histogram (seconds), labels `route`, `status`.
+pub const HTTP_REQUEST_DURATION: &str = "gateway_http_request_duration_seconds";
+/// Counter, labels `verb`, `outcome`.
+pub const K8S_REQUESTS: &str = "gateway_k8s_requests_total";
+/// Histogram (seconds), label `verb`.
+pub const K8S_REQUEST_DURATION: &str = "gateway_k8s_request_duration_seconds";
+/// Gauge.
+pub const INDEX_ENTRIES: &str = "gateway_index_entries";
+/// Counter.
+pub const WATCH_RESTARTS: &str = "gateway_watch_restarts_total";
+/// Counter.
+pub const STORMS_DETECTED: &str = "gateway_storms_detected_total";
+/// Gauge.
+pub const STORM_QUEUE_PENDING: &str = "gateway_storm_queue_pending";
+/// Counter, label `outcome`.
+pub const STORM_PATCHES: &str = "gateway_storm_patches_total";
+/// Counter.
+pub const STORM_COALESCED: &str = "gateway_storm_coalesced_total";
+/// Counter.
+pub const STORM_QUEUE_OVERFLOW: &str = "gateway_storm_queue_overflow_total";
+/// Gauge: 0 closed, 1 open.
+pub const CIRCUIT_BREAKER_STATE: &str = "gateway_circuit_breaker_state";
+/// Gauge.
+pub const IN_FLIGHT: &str = "gateway_in_flight_requests";
+/// Counter.
+pub const REJECTED_OVERLOAD: &str = "gateway_overload_rejections_total";
