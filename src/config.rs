@@ -132,6 +132,9 @@ pub struct StormConfig {
     pub queue_capacity: usize,
     /// Storm patches in flight at once.
     pub max_concurrent_patches: usize,
+    /// Recent arrival times kept per RR in `status.deduplication.recentOccurrences` (at least
+    /// `threshold`, at most 1024); `windowOccurrences` saturates at it.
+    pub history_size: usize,
 }
 
 impl Default for StormConfig {
@@ -143,6 +146,7 @@ impl Default for StormConfig {
             updates: StormUpdates::Async,
             queue_capacity: 100_000,
             max_concurrent_patches: 8,
+            history_size: 64,
         }
     }
 }
@@ -241,6 +245,13 @@ impl Config {
         }
         if self.storm.threshold < 2 {
             return invalid("storm.threshold", "must be at least 2");
+        }
+        if self.storm.history_size < self.storm.threshold as usize || self.storm.history_size > 1024
+        {
+            return invalid(
+                "storm.history_size",
+                "must be between storm.threshold and 1024",
+            );
         }
         if self.storm.flush_interval.is_zero() {
             return invalid("storm.flush_interval", "must be positive");

@@ -22,6 +22,7 @@ pub mod fingerprint;
 pub mod ingest;
 pub mod k8s;
 pub mod processor;
+pub mod storm;
 pub mod telemetry;
 
 use std::future::Future;
@@ -34,9 +35,10 @@ use crate::api::server::{ServeOptions, serve};
 use crate::api::{App, Health};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::dedup::{Engine, Index, NoObserver};
+use crate::dedup::{Engine, Index};
 use crate::k8s::breaker::Breaker;
 use crate::k8s::store::KubeStore;
+use crate::storm::{Storm, StormQueue, StormRule};
 use crate::telemetry::Metrics;
 
 /// The three bound listeners.
@@ -80,13 +82,40 @@ pub async fn run(
         metrics.clone(),
         health.clone(),
     );
+    let store = Arc::new(store);
+    let rule = StormRule {
+        threshold: config.storm.threshold,
+        window: config.storm.window,
+        history_size: config.storm.history_size,
+    };
+    let queue = Arc::new(StormQueue::new(
+        config.storm.queue_capacity,
+        metrics.clone(),
+    ));
+    let storm = Storm::new(
+        rule,
+        config.storm.updates,
+        queue.clone(),
+        store.clone(),
+        metrics.clone(),
+    );
+    let (storm_stop_tx, storm_stop) = watch::channel(false);
+    let storm_task = tokio::spawn(storm::queue::run(
+        queue,
+        store.clone(),
+        metrics.clone(),
+        config.storm.flush_interval,
+        config.storm.max_concurrent_patches,
+        storm_stop,
+    ));
     let engine = Engine::new(
         store,
         index.clone(),
         namespace.clone(),
         clock.clone(),
         metrics.clone(),
-        NoObserver,
+        storm,
+        rule,
         config.kubernetes.max_attempts,
     );
     let watch_task = tokio::spawn(dedup::watch::run(
@@ -150,5 +179,7 @@ pub async fn run(
         Ok(true) => tracing::info!("in-flight requests drained"),
         _ => tracing::warn!("shutdown grace period ended with requests still open"),
     }
-    let _ = tokio::join!(health_task, metrics_task, watch_task);
+    // Last step: the storm queue writes what is pending, after the requests that fed it.
+    let _ = storm_stop_tx.send(true);
+    let _ = tokio::join!(health_task, metrics_task, watch_task, storm_task);
 }

@@ -31,12 +31,21 @@ use crate::k8s::types::{
     RemediationRequestSpec, ResourceRef, SignalType, TargetType,
 };
 use crate::processor::{Outcome, ProcessError, Processor};
+use crate::storm::{History, StormRule};
 use crate::telemetry::Metrics;
 
-/// Notified of every committed write, in commit order per RR (the storm rule hooks in here).
+/// Notified of every committed duplicate write, in commit order per fingerprint, before the
+/// signals it counted are answered (the storm status hooks in here).
 pub trait CommitObserver: Send + Sync + 'static {
-    /// `state` is the RR as the write left it; `signals` were counted by this write.
-    fn committed(&self, fingerprint: &Fingerprint, state: &RrState, signals: usize, now: Timestamp);
+    /// `state` is the RR as the write left it; `crossed` says this write crossed the storm
+    /// threshold.
+    fn committed(
+        &self,
+        fingerprint: &Fingerprint,
+        state: &RrState,
+        crossed: bool,
+        now: Timestamp,
+    ) -> impl std::future::Future<Output = ()> + Send;
 }
 
 /// An observer that does nothing.
@@ -44,7 +53,7 @@ pub trait CommitObserver: Send + Sync + 'static {
 pub struct NoObserver;
 
 impl CommitObserver for NoObserver {
-    fn committed(&self, _: &Fingerprint, _: &RrState, _: usize, _: Timestamp) {}
+    async fn committed(&self, _: &Fingerprint, _: &RrState, _: bool, _: Timestamp) {}
 }
 
 /// The dedup engine; cheap to clone.
@@ -67,6 +76,7 @@ struct Inner<S, O> {
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     observer: O,
+    rule: StormRule,
     max_attempts: u32,
     slots: DashMap<Fingerprint, Vec<Waiter>, ahash::RandomState>,
 }
@@ -86,6 +96,7 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         observer: O,
+        rule: StormRule,
         max_attempts: u32,
     ) -> Self {
         Engine {
@@ -96,6 +107,7 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
                 clock,
                 metrics,
                 observer,
+                rule,
                 max_attempts,
                 slots: DashMap::default(),
             }),
@@ -185,22 +197,32 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
                 }
                 Some(active) => {
                     created = None;
-                    let k = pending.len() as i64;
-                    let count = active.count + k;
+                    let base = active.history.count;
+                    let arrivals: Vec<i64> = pending
+                        .iter()
+                        .map(|w| w.received.as_millisecond())
+                        .collect();
+                    let mut history = active.history.clone();
+                    let crossed = inner.rule.advance(&mut history, &arrivals);
                     let last_seen = pending.iter().map(|w| w.received).max().unwrap_or(now);
                     let last_seen = last_seen.max(active.last_seen);
-                    let patch =
-                        dedup_patch(active.resource_version, count, active.first_seen, last_seen);
+                    let patch = dedup_patch(
+                        active.resource_version,
+                        &history,
+                        active.first_seen,
+                        last_seen,
+                    );
                     match inner.store.patch_status(&active.name, &patch).await {
                         Ok(stored) => {
                             inner.index.apply(&stored);
-                            inner.metrics.deduplicated.increment(k as u64);
+                            inner.metrics.deduplicated.increment(pending.len() as u64);
                             let state =
                                 RrState::from_rr(&stored).map_or(active.clone(), |(_, s)| s);
                             inner
                                 .observer
-                                .committed(&fingerprint, &state, pending.len(), now);
-                            for (ordinal, waiter) in (active.count + 1..).zip(pending.drain(..)) {
+                                .committed(&fingerprint, &state, crossed, now)
+                                .await;
+                            for (ordinal, waiter) in (base + 1..).zip(pending.drain(..)) {
                                 let _ = waiter.reply.send(Ok(Outcome::Duplicate {
                                     name: active.name.to_string(),
                                     namespace: inner.namespace.clone(),
@@ -226,7 +248,7 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
             }
         }
         if let Some(state) = created.filter(|s| !s.initialised) {
-            self.initialise(&fingerprint, &state).await;
+            self.initialise(&state).await;
         }
     }
 
@@ -247,15 +269,15 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
 
     /// Writes `status.deduplication` of a fresh RR (count 1), conditionally: if anything wrote
     /// the status first, that write initialised it and this one is dropped.
-    async fn initialise(&self, fingerprint: &Fingerprint, state: &RrState) {
-        let patch = dedup_patch(state.resource_version, 1, state.first_seen, state.last_seen);
+    async fn initialise(&self, state: &RrState) {
+        let patch = dedup_patch(
+            state.resource_version,
+            &state.history,
+            state.first_seen,
+            state.last_seen,
+        );
         match self.inner.store.patch_status(&state.name, &patch).await {
-            Ok(stored) => {
-                self.inner.index.apply(&stored);
-                self.inner
-                    .observer
-                    .committed(fingerprint, state, 1, self.inner.clock.now());
-            }
+            Ok(stored) => self.inner.index.apply(&stored),
             Err(error) => {
                 tracing::debug!(rr = %state.name, %error, "status initialisation skipped")
             }
@@ -338,17 +360,24 @@ impl<S: RrStore, O: CommitObserver> Processor for Engine<S, O> {
 /// The conditional merge-patch of `status.deduplication`.
 pub fn dedup_patch(
     resource_version: u64,
-    count: i64,
+    history: &History,
     first_seen: Timestamp,
     last_seen: Timestamp,
 ) -> serde_json::Value {
+    let mut dedup = serde_json::json!({
+        "occurrenceCount": history.count,
+        "firstSeenAt": Time(first_seen),
+        "lastSeenAt": Time(last_seen),
+        "recentOccurrences": history.recent,
+    });
+    if let Some((at, count)) = history.detected {
+        dedup["stormDetectedAt"] =
+            serde_json::json!(Timestamp::from_millisecond(at).ok().map(Time));
+        dedup["stormDetectedCount"] = count.into();
+    }
     serde_json::json!({
         "metadata": { "resourceVersion": resource_version.to_string() },
-        "status": { "deduplication": {
-            "occurrenceCount": count,
-            "firstSeenAt": Time(first_seen),
-            "lastSeenAt": Time(last_seen),
-        }}
+        "status": { "deduplication": dedup }
     })
 }
 

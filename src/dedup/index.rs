@@ -15,6 +15,7 @@ use jiff::Timestamp;
 
 use crate::fingerprint::Fingerprint;
 use crate::k8s::types::RemediationRequest;
+use crate::storm::History;
 
 /// Label carrying the RR's generation number for its fingerprint (0, 1, …), from which its
 /// deterministic name is derived.
@@ -31,9 +32,9 @@ pub struct RrState {
     pub generation: Option<u32>,
     /// `metadata.resourceVersion`, numeric as etcd-backed apiservers issue it.
     pub resource_version: u64,
-    /// `status.deduplication.occurrenceCount`, or 1 while the status is not initialised (the
-    /// RR exists, so its first signal happened).
-    pub count: i64,
+    /// Deduplication history: `occurrenceCount` (1 while the status is not initialised: the
+    /// RR exists, so its first signal happened), recent arrivals, the storm crossing.
+    pub history: History,
     /// Whether `status.deduplication` exists.
     pub initialised: bool,
     /// First occurrence (the creation time until initialised).
@@ -76,7 +77,22 @@ impl RrState {
                 name,
                 generation,
                 resource_version,
-                count: dedup.map_or(1, |d| d.occurrence_count),
+                history: match dedup {
+                    Some(d) => History {
+                        count: d.occurrence_count,
+                        recent: d.recent_occurrences.clone(),
+                        detected: d
+                            .storm_detected_at
+                            .as_ref()
+                            .zip(d.storm_detected_count)
+                            .map(|(at, count)| (at.0.as_millisecond(), count)),
+                    },
+                    None => History {
+                        count: 1,
+                        recent: vec![created.as_millisecond()],
+                        detected: None,
+                    },
+                },
                 initialised: dedup.is_some(),
                 first_seen: dedup.map_or(created, |d| d.first_seen_at.0),
                 last_seen: dedup.map_or(created, |d| d.last_seen_at.0),

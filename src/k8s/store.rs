@@ -10,7 +10,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 
 use super::breaker::Breaker;
-use super::types::RemediationRequest;
+use super::types::{RemediationRequest, StormAggregationStatus};
 use crate::api::Health;
 use crate::telemetry::Metrics;
 
@@ -53,6 +53,16 @@ pub trait RrStore: Send + Sync + 'static {
         name: &str,
         patch: &serde_json::Value,
     ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send;
+
+    /// Writes `status.stormAggregation` with a JSON patch that applies only while
+    /// `status.deduplication.occurrenceCount` equals `count`: a stale state fails instead of
+    /// overwriting a newer one. No `resourceVersion`: repeating it is harmless.
+    fn patch_storm(
+        &self,
+        name: &str,
+        count: i64,
+        storm: &StormAggregationStatus,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// GET one RR (only after a lost race, never on the uncontended path).
     fn get(
@@ -144,6 +154,26 @@ impl RrStore for KubeStore {
         .await
     }
 
+    async fn patch_storm(
+        &self,
+        name: &str,
+        count: i64,
+        storm: &StormAggregationStatus,
+    ) -> Result<(), StoreError> {
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            { "op": "test", "path": "/status/deduplication/occurrenceCount", "value": count },
+            { "op": "add", "path": "/status/stormAggregation", "value": storm },
+        ]))
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.call(
+            "patch_storm",
+            self.api
+                .patch_status(name, &PatchParams::default(), &Patch::Json::<()>(patch)),
+        )
+        .await
+        .map(drop)
+    }
+
     async fn get(&self, name: &str) -> Result<RemediationRequest, StoreError> {
         self.call("get", self.api.get(name)).await
     }
@@ -162,5 +192,38 @@ fn classify(error: kube::Error) -> StoreError {
             )),
         },
         other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+impl<T: RrStore> RrStore for Arc<T> {
+    fn create(
+        &self,
+        rr: &RemediationRequest,
+    ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send {
+        (**self).create(rr)
+    }
+
+    fn patch_status(
+        &self,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send {
+        (**self).patch_status(name, patch)
+    }
+
+    fn patch_storm(
+        &self,
+        name: &str,
+        count: i64,
+        storm: &StormAggregationStatus,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).patch_storm(name, count, storm)
+    }
+
+    fn get(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send {
+        (**self).get(name)
     }
 }

@@ -154,6 +154,18 @@ pub struct DeduplicationStatus {
     pub first_seen_at: Time,
     /// When the latest signal arrived.
     pub last_seen_at: Time,
+    /// Arrival times (Unix milliseconds, oldest first) of the latest occurrences, at most
+    /// `storm.history_size`: the storm rule's input, kept here so that it is written with the
+    /// count, under the same `resourceVersion`, and every replica derives the same storm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub recent_occurrences: Vec<i64>,
+    /// When the storm threshold was crossed (absent until then); the storm's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_detected_at: Option<Time>,
+    /// The occurrence count at which the storm threshold was crossed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_detected_count: Option<i64>,
 }
 
 /// `status.stormAggregation`.
