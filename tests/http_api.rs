@@ -1,0 +1,1499 @@
+//! Black-box tests of the HTTP contract (DESIGN.md §2–3): the API listener and the health
+//! listener, served on `127.0.0.1:0` exactly as the binary serves them, with a fake
+//! [`Processor`] behind the routes so every status code and body can be produced on demand.
+//!
+//! Every API response, whatever its status, is checked for the security headers and a fresh
+//! UUID `X-Request-ID` by [`Gateway::send`] itself; each test then checks status, content type
+//! and body fields.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway::api::server::{ServeOptions, serve};
+use gateway::api::{App, Health};
+use gateway::clock::{Clock, ManualClock, SystemClock};
+use gateway::config::ApiConfig;
+use gateway::ingest::Signal;
+use gateway::processor::{Outcome, ProcessError, Processor};
+use gateway::telemetry::Metrics;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, watch};
+
+const PROMETHEUS: &str = "/api/v1/signals/prometheus";
+const EVENT: &str = "/api/v1/signals/kubernetes-event";
+/// Namespace the fake processor puts its RRs in.
+const RR_NAMESPACE: &str = "kubernaut-system";
+/// The body limit of DESIGN.md §2.
+const BODY_LIMIT: usize = 262_144;
+
+/// The fixed "now" of the manual clock, on a whole second so `X-Timestamp` (whole seconds) can
+/// hit the freshness edges exactly: 2026-03-01T12:00:00Z.
+fn now() -> Timestamp {
+    Timestamp::from_second(1_772_366_400).unwrap()
+}
+
+fn secs(d: i64) -> SignedDuration {
+    SignedDuration::from_secs(d)
+}
+
+/// `sha256("<input>")` as lowercase hex, computed here independently of the crate.
+fn sha256_hex(input: &str) -> String {
+    hex::encode(Sha256::digest(input.as_bytes()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake processor
+// ---------------------------------------------------------------------------------------------
+
+/// What the fake answers instead of recording a signal.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Unavailable,
+    Internal,
+}
+
+/// Lets a test hold the processor inside `process` until it says so.
+struct Gate {
+    /// Notified each time a signal enters the processor.
+    entered: Notify,
+    /// One permit lets one held signal through.
+    release: Semaphore,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Gate {
+            entered: Notify::new(),
+            release: Semaphore::new(0),
+        }
+    }
+}
+
+/// Records every signal; answers `Created` for the first signal of a fingerprint and
+/// `Duplicate { count: n }` for the n-th, like the real engine, without Kubernetes.
+#[derive(Default)]
+struct FakeProcessor {
+    seen: Mutex<Vec<Signal>>,
+    /// Per fingerprint: occurrences so far and the first firing time.
+    state: Mutex<HashMap<String, (i64, Timestamp)>>,
+    /// Answer this for every signal.
+    fail_all: Mutex<Option<Failure>>,
+    /// Answer this for signals about these resource names.
+    fail_for: Mutex<HashMap<String, Failure>>,
+    gate: Option<Arc<Gate>>,
+}
+
+impl FakeProcessor {
+    fn gated(gate: Arc<Gate>) -> Self {
+        FakeProcessor {
+            gate: Some(gate),
+            ..Self::default()
+        }
+    }
+
+    fn fail_all(&self, failure: Failure) {
+        *self.fail_all.lock().unwrap() = Some(failure);
+    }
+
+    fn fail_for(&self, resource_name: &str, failure: Failure) {
+        self.fail_for
+            .lock()
+            .unwrap()
+            .insert(resource_name.to_owned(), failure);
+    }
+
+    fn seen(&self) -> Vec<Signal> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The RR name the fake gives a fingerprint (shaped like the real one).
+    fn rr_name(fingerprint: &str) -> String {
+        format!("rr-{}-0000abcd", &fingerprint[..12])
+    }
+}
+
+impl Processor for FakeProcessor {
+    async fn process(&self, signal: Signal) -> Result<Outcome, ProcessError> {
+        self.seen.lock().unwrap().push(signal.clone());
+        if let Some(gate) = &self.gate {
+            gate.entered.notify_one();
+            gate.release.acquire().await.unwrap().forget();
+        }
+        let failure = (*self.fail_all.lock().unwrap()).or_else(|| {
+            self.fail_for
+                .lock()
+                .unwrap()
+                .get(&signal.resource.name)
+                .copied()
+        });
+        match failure {
+            Some(Failure::Unavailable) => {
+                return Err(ProcessError::Unavailable("fake: api server down".into()));
+            }
+            Some(Failure::Internal) => {
+                return Err(ProcessError::Internal(
+                    "fake: secret-internal-cause 0xdeadbeef".into(),
+                ));
+            }
+            None => {}
+        }
+        let fingerprint = signal.fingerprint.to_string();
+        let name = Self::rr_name(&fingerprint);
+        let namespace = RR_NAMESPACE.to_owned();
+        let mut state = self.state.lock().unwrap();
+        let entry = state.entry(fingerprint).or_insert((0, signal.firing_time));
+        entry.0 += 1;
+        Ok(if entry.0 == 1 {
+            Outcome::Created { name, namespace }
+        } else {
+            Outcome::Duplicate {
+                name,
+                namespace,
+                count: entry.0,
+                first_seen: entry.1,
+                last_seen: signal.firing_time,
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway under test and the client
+// ---------------------------------------------------------------------------------------------
+
+type ClientBody = BoxBody<Bytes, Infallible>;
+
+fn client() -> Client<HttpConnector, ClientBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn full(body: impl Into<Bytes>) -> ClientBody {
+    Full::new(body.into()).boxed()
+}
+
+/// A body of unknown length, sent chunked (no `Content-Length`), in 16 KiB frames.
+fn chunked(body: Vec<u8>) -> ClientBody {
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> = body
+        .chunks(16 * 1024)
+        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    StreamBody::new(futures::stream::iter(frames)).boxed()
+}
+
+fn options() -> ServeOptions {
+    ServeOptions {
+        max_connections: 64,
+        header_read_timeout: Duration::from_secs(5),
+        grace: Duration::from_secs(1),
+    }
+}
+
+/// A response, read whole.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    fn content_type(&self) -> &str {
+        self.header("content-type").unwrap_or("<none>")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{} body is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn request_id(&self) -> &str {
+        self.header("x-request-id").unwrap()
+    }
+}
+
+/// One API listener with its fake processor.
+struct Gateway {
+    base: String,
+    processor: Arc<FakeProcessor>,
+    health: Arc<Health>,
+    client: Client<HttpConnector, ClientBody>,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Gateway {
+    /// Default config, the manual clock at [`now`].
+    async fn start() -> Gateway {
+        Self::start_with(
+            FakeProcessor::default(),
+            ApiConfig::default(),
+            Arc::new(ManualClock::new(now())),
+        )
+        .await
+    }
+
+    async fn start_with(
+        processor: FakeProcessor,
+        config: ApiConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Gateway {
+        let processor = Arc::new(processor);
+        let health = Arc::new(Health::new());
+        let app = Arc::new(App::new(
+            processor.clone(),
+            config,
+            health.clone(),
+            Metrics::new(),
+            clock,
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(serve(
+            listener,
+            options(),
+            move |request| gateway::api::routes::handle(app.clone(), request),
+            stop_rx,
+        ));
+        Gateway {
+            base,
+            processor,
+            health,
+            client: client(),
+            stop,
+        }
+    }
+
+    /// Sends a request and checks what every API response must carry.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: ClientBody,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self
+            .client
+            .request(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let reply = Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        };
+        assert_api_headers(&reply);
+        reply
+    }
+
+    /// POSTs raw bytes with `Content-Type: application/json` and extra headers.
+    async fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send(Method::POST, path, &all, full(body)).await
+    }
+
+    async fn post(&self, path: &str, payload: &Value) -> Reply {
+        self.post_raw(path, &[], serde_json::to_vec(payload).unwrap())
+            .await
+    }
+
+    async fn post_with(&self, path: &str, headers: &[(&str, &str)], payload: &Value) -> Reply {
+        self.post_raw(path, headers, serde_json::to_vec(payload).unwrap())
+            .await
+    }
+}
+
+/// `X-Request-ID` is a v4 UUID and the five security headers are present (DESIGN.md §2).
+fn assert_api_headers(reply: &Reply) {
+    let id = reply
+        .header("x-request-id")
+        .unwrap_or_else(|| panic!("{}: no X-Request-ID", reply.status));
+    let uuid = uuid::Uuid::parse_str(id).unwrap_or_else(|e| panic!("X-Request-ID {id:?}: {e}"));
+    assert_eq!(uuid.get_version_num(), 4, "X-Request-ID {id}");
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("content-security-policy", "default-src 'none'"),
+        ("referrer-policy", "no-referrer"),
+        (
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains",
+        ),
+    ] {
+        assert_eq!(
+            reply.header(name),
+            Some(value),
+            "{} response: header {name}",
+            reply.status
+        );
+    }
+}
+
+/// An RFC 7807 body with every field of DESIGN.md §2; returns its `detail`.
+fn assert_problem(reply: &Reply, status: StatusCode, slug: &str, path: &str) -> String {
+    assert_eq!(
+        reply.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.content_type(), "application/problem+json");
+    let body = reply.json();
+    assert_eq!(
+        body["type"],
+        format!("https://kubernaut.ai/problems/{slug}"),
+        "{body}"
+    );
+    assert_eq!(body["title"], status.canonical_reason().unwrap(), "{body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert_eq!(body["instance"], path, "{body}");
+    assert_eq!(body["request_id"], reply.request_id(), "{body}");
+    let detail = body["detail"].as_str().expect("detail is a string");
+    assert!(!detail.is_empty(), "{body}");
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        6,
+        "exactly the RFC 7807 fields and request_id: {body}"
+    );
+    detail.to_owned()
+}
+
+fn assert_bad_request(reply: &Reply, slug: &str, path: &str, detail_mentions: &str) {
+    let detail = assert_problem(reply, StatusCode::BAD_REQUEST, slug, path);
+    assert!(
+        detail.contains(detail_mentions),
+        "detail {detail:?} should mention {detail_mentions:?}"
+    );
+}
+
+/// 503 with `Retry-After` (never 429: Alertmanager drops 429).
+fn assert_unavailable(reply: &Reply, path: &str, retry_after: &str) {
+    assert_ne!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_problem(
+        reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service-unavailable",
+        path,
+    );
+    assert_eq!(reply.header("retry-after"), Some(retry_after));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads
+// ---------------------------------------------------------------------------------------------
+
+fn pod_labels(pod: &str) -> Value {
+    json!({"alertname": "PodCrashLooping", "severity": "critical", "namespace": "prod", "pod": pod})
+}
+
+fn alert_at(labels: Value, starts_at: Timestamp) -> Value {
+    json!({
+        "status": "firing",
+        "labels": labels,
+        "annotations": {"summary": "it broke"},
+        "startsAt": starts_at.to_string(),
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
+        "fingerprint": "0123456789abcdef"
+    })
+}
+
+/// An alert that started a minute before [`now`].
+fn alert(labels: Value) -> Value {
+    alert_at(labels, now() - secs(60))
+}
+
+fn webhook(alerts: Vec<Value>) -> Value {
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"PodCrashLooping\"}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "gateway",
+        "groupLabels": {"alertname": "PodCrashLooping"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": alerts
+    })
+}
+
+/// A Warning Event about `prod/<pod>`, first seen 2 min and last seen 30 s before [`now`].
+fn event(pod: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": format!("{pod}.17f3a1b2c3d4e5f6"), "namespace": "prod"},
+        "involvedObject": {"kind": "Pod", "namespace": "prod", "name": pod, "apiVersion": "v1"},
+        "reason": "BackOff",
+        "message": "Back-off restarting failed container",
+        "source": {"component": "kubelet", "host": "worker-1"},
+        "firstTimestamp": (now() - secs(120)).to_string(),
+        "lastTimestamp": (now() - secs(30)).to_string(),
+        "count": 3,
+        "type": "Warning"
+    })
+}
+
+fn remove(mut v: Value, path: &[&str]) -> Value {
+    let (last, parents) = path.split_last().unwrap();
+    let mut cur = &mut v;
+    for p in parents {
+        cur = &mut cur[*p];
+    }
+    cur.as_object_mut().unwrap().remove(*last);
+    v
+}
+
+/// A 201 body for `prod/Pod/<pod>`; returns the fingerprint.
+fn assert_created(reply: &Reply, resource: &str) -> String {
+    assert_eq!(
+        reply.status,
+        StatusCode::CREATED,
+        "body: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.content_type(), "application/json");
+    let body = reply.json();
+    let fingerprint = sha256_hex(resource);
+    assert_eq!(body["status"], "created", "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["fingerprint"], fingerprint, "{body}");
+    assert_eq!(body["duplicate"], false, "{body}");
+    assert_eq!(
+        body["remediationRequestName"],
+        FakeProcessor::rr_name(&fingerprint),
+        "{body}"
+    );
+    assert_eq!(body["remediationRequestNamespace"], RR_NAMESPACE, "{body}");
+    assert!(body.get("metadata").is_none(), "{body}");
+    fingerprint
+}
+
+fn assert_is_fingerprint(value: &Value) {
+    let s = value.as_str().unwrap();
+    assert_eq!(s.len(), 64, "{s}");
+    assert!(
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{s}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Success: 201, 202, 207
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn single_alert_is_created_201_with_every_field() {
+    // The real clock: the payload is stamped with the actual time.
+    let gw = Gateway::start_with(
+        FakeProcessor::default(),
+        ApiConfig::default(),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let starts_at = Timestamp::now() - secs(30);
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert_at(pod_labels("api-1"), starts_at)]),
+        )
+        .await;
+    let fingerprint = assert_created(&reply, "prod:Pod:api-1");
+    assert_is_fingerprint(&reply.json()["fingerprint"]);
+
+    let seen = gw.processor.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].fingerprint.as_str(), fingerprint);
+    assert_eq!(seen[0].name, "PodCrashLooping");
+    assert_eq!(seen[0].severity, "critical");
+    assert_eq!(seen[0].resource.kind, "Pod");
+    assert_eq!(seen[0].resource.name, "api-1");
+    assert_eq!(seen[0].resource.namespace.as_deref(), Some("prod"));
+    assert_eq!(seen[0].firing_time, starts_at);
+}
+
+#[tokio::test]
+async fn same_alert_again_is_a_duplicate_202_with_metadata() {
+    let gw = Gateway::start().await;
+    let first_at = now() - secs(120);
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert_at(pod_labels("api-1"), first_at)]),
+        )
+        .await;
+    let fingerprint = assert_created(&reply, "prod:Pod:api-1");
+    let rr = FakeProcessor::rr_name(&fingerprint);
+
+    for (count, last_at) in [(2, now() - secs(60)), (3, now() - secs(1))] {
+        let reply = gw
+            .post(
+                PROMETHEUS,
+                &webhook(vec![alert_at(pod_labels("api-1"), last_at)]),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+        assert_eq!(reply.content_type(), "application/json");
+        let body = reply.json();
+        assert_eq!(body["status"], "duplicate", "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        assert_eq!(body["fingerprint"], fingerprint, "{body}");
+        assert_eq!(body["duplicate"], true, "{body}");
+        assert_eq!(body["remediationRequestName"], rr, "{body}");
+        assert_eq!(body["remediationRequestNamespace"], RR_NAMESPACE, "{body}");
+        let meta = &body["metadata"];
+        assert_eq!(meta["count"], count, "{body}");
+        assert_eq!(
+            meta["remediationRequestRef"],
+            format!("{RR_NAMESPACE}/{rr}"),
+            "{body}"
+        );
+        assert_eq!(meta["firstOccurrence"], "2026-03-01T11:58:00Z", "{body}");
+        assert_eq!(meta["lastOccurrence"], last_at.to_string(), "{body}");
+        for field in ["firstOccurrence", "lastOccurrence"] {
+            meta[field].as_str().unwrap().parse::<Timestamp>().unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn event_is_created_201_then_duplicate_202() {
+    let gw = Gateway::start().await;
+    let reply = gw.post(EVENT, &event("api-7d9f8b6c5-x2x4z")).await;
+    let fingerprint = assert_created(&reply, "prod:Pod:api-7d9f8b6c5-x2x4z");
+    let seen = gw.processor.seen();
+    assert_eq!(seen[0].name, "BackOff");
+    assert_eq!(seen[0].severity, "Warning");
+    assert_eq!(seen[0].firing_time, now() - secs(120));
+
+    let reply = gw.post(EVENT, &event("api-7d9f8b6c5-x2x4z")).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert_eq!(reply.content_type(), "application/json");
+    let body = reply.json();
+    assert_eq!(body["status"], "duplicate");
+    assert_eq!(body["duplicate"], true);
+    assert_eq!(body["fingerprint"], fingerprint);
+    assert_eq!(body["metadata"]["count"], 2);
+    assert_eq!(
+        body["metadata"]["remediationRequestRef"],
+        format!("{RR_NAMESPACE}/{}", FakeProcessor::rr_name(&fingerprint))
+    );
+}
+
+#[tokio::test]
+async fn fingerprint_follows_the_target_resource_rules() {
+    let gw = Gateway::start().await;
+    // The alert name is not part of the fingerprint: another alert about the same pod is a
+    // duplicate.
+    let reply = gw
+        .post(PROMETHEUS, &webhook(vec![alert(pod_labels("web-0"))]))
+        .await;
+    let fingerprint = assert_created(&reply, "prod:Pod:web-0");
+    let mut other = pod_labels("web-0");
+    other["alertname"] = json!("HighMemory");
+    let reply = gw.post(PROMETHEUS, &webhook(vec![alert(other)])).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert_eq!(reply.json()["fingerprint"], fingerprint);
+
+    // The cluster label prefixes it.
+    let mut labels = pod_labels("web-0");
+    labels["cluster"] = json!("eu-1");
+    let reply = gw.post(PROMETHEUS, &webhook(vec![alert(labels)])).await;
+    assert_created(&reply, "eu-1:prod:Pod:web-0");
+
+    // Nodes are cluster-scoped: empty namespace, whatever the namespace label says.
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert(
+                json!({"alertname": "NodeDown", "node": "worker-1", "namespace": "monitoring"}),
+            )]),
+        )
+        .await;
+    assert_created(&reply, ":Node:worker-1");
+
+    // No namespace label: `default` for a namespaced kind.
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert(
+                json!({"alertname": "SvcDown", "service": "frontend"}),
+            )]),
+        )
+        .await;
+    assert_created(&reply, "default:Service:frontend");
+}
+
+#[tokio::test]
+async fn batch_with_a_rejected_alert_is_207_with_results_and_summary() {
+    let gw = Gateway::start().await;
+    let batch = webhook(vec![
+        alert(pod_labels("api-1")),
+        alert(json!({"severity": "warning", "namespace": "prod", "pod": "api-2"})),
+        alert(pod_labels("api-3")),
+    ]);
+
+    let reply = gw.post(PROMETHEUS, &batch).await;
+    assert_eq!(reply.status, StatusCode::MULTI_STATUS);
+    assert_eq!(reply.content_type(), "application/json");
+    let body = reply.json();
+    assert_eq!(
+        body["summary"],
+        json!({"total": 3, "created": 2, "deduplicated": 0, "rejected": 1, "failed": 0})
+    );
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "{body}");
+    for (i, pod) in [(0, "api-1"), (2, "api-3")] {
+        let fingerprint = sha256_hex(&format!("prod:Pod:{pod}"));
+        let item = &results[i];
+        assert_eq!(item["status"], "created", "{item}");
+        assert_eq!(item["fingerprint"], fingerprint, "{item}");
+        assert_eq!(
+            item["remediationRequestName"],
+            FakeProcessor::rr_name(&fingerprint),
+            "{item}"
+        );
+        assert_eq!(item["count"], 1, "{item}");
+        assert!(
+            item["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{item}"
+        );
+    }
+    let rejected = &results[1];
+    assert_eq!(rejected["status"], "rejected", "{rejected}");
+    assert!(
+        rejected["message"].as_str().unwrap().contains("alertname"),
+        "{rejected}"
+    );
+    assert!(
+        rejected.get("remediationRequestName").is_none(),
+        "{rejected}"
+    );
+    // Only the two valid alerts reached the processor.
+    assert_eq!(gw.processor.seen().len(), 2);
+
+    // The same batch again: both valid alerts are duplicates with their exact count.
+    let reply = gw.post(PROMETHEUS, &batch).await;
+    assert_eq!(reply.status, StatusCode::MULTI_STATUS);
+    assert_eq!(reply.content_type(), "application/json");
+    let body = reply.json();
+    assert_eq!(
+        body["summary"],
+        json!({"total": 3, "created": 0, "deduplicated": 2, "rejected": 1, "failed": 0})
+    );
+    for i in [0, 2] {
+        assert_eq!(body["results"][i]["status"], "duplicate", "{body}");
+        assert_eq!(body["results"][i]["count"], 2, "{body}");
+    }
+    assert_eq!(body["results"][1]["status"], "rejected", "{body}");
+}
+
+#[tokio::test]
+async fn batch_where_every_alert_is_rejected_is_400() {
+    let gw = Gateway::start().await;
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![
+                alert(json!({"namespace": "prod", "pod": "a"})),
+                alert(json!({"alertname": "NoResource", "namespace": "prod"})),
+            ]),
+        )
+        .await;
+    assert_bad_request(&reply, "validation-error", PROMETHEUS, "alertname");
+    assert!(gw.processor.seen().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 400: input that can never succeed
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let gw = Gateway::start().await;
+    for (path, body) in [
+        (PROMETHEUS, &b"{\"alerts\": ["[..]),
+        (PROMETHEUS, b"not json"),
+        (PROMETHEUS, b""),
+        (EVENT, b"{\"type\": \"Warning\""),
+        (EVENT, b"[]"),
+    ] {
+        let reply = gw.post_raw(path, &[], body.to_vec()).await;
+        assert_bad_request(&reply, "malformed-json", path, "malformed JSON");
+    }
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn payload_without_alerts_is_400() {
+    let gw = Gateway::start().await;
+    for payload in [json!({}), json!({"alerts": []}), webhook(vec![])] {
+        let reply = gw.post(PROMETHEUS, &payload).await;
+        assert_bad_request(&reply, "validation-error", PROMETHEUS, "no alerts");
+    }
+}
+
+#[tokio::test]
+async fn alert_without_alertname_is_400() {
+    let gw = Gateway::start().await;
+    for labels in [
+        json!({"namespace": "prod", "pod": "api-1"}),
+        json!({"alertname": "", "namespace": "prod", "pod": "api-1"}),
+    ] {
+        let reply = gw.post(PROMETHEUS, &webhook(vec![alert(labels)])).await;
+        assert_bad_request(&reply, "validation-error", PROMETHEUS, "alertname");
+    }
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn alert_without_resource_label_is_400() {
+    let gw = Gateway::start().await;
+    // `job` is the scrape job, not a resource.
+    let labels =
+        json!({"alertname": "TargetDown", "namespace": "prod", "job": "kube-state-metrics"});
+    let reply = gw.post(PROMETHEUS, &webhook(vec![alert(labels)])).await;
+    assert_bad_request(
+        &reply,
+        "validation-error",
+        PROMETHEUS,
+        "no target resource label",
+    );
+}
+
+#[tokio::test]
+async fn normal_event_is_400() {
+    let gw = Gateway::start().await;
+    let mut e = event("api-1");
+    e["type"] = json!("Normal");
+    let reply = gw.post(EVENT, &e).await;
+    assert_bad_request(&reply, "validation-error", EVENT, "Normal");
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn event_missing_a_required_field_is_400() {
+    let gw = Gateway::start().await;
+    for (path, field) in [
+        (&["reason"][..], "reason"),
+        (&["involvedObject", "kind"], "involvedObject.kind"),
+        (&["involvedObject", "name"], "involvedObject.name"),
+    ] {
+        let reply = gw.post(EVENT, &remove(event("api-1"), path)).await;
+        assert_bad_request(&reply, "validation-error", EVENT, field);
+    }
+    assert!(gw.processor.seen().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 400: freshness (replay guard)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn x_timestamp_must_be_an_integer() {
+    let gw = Gateway::start().await;
+    let payload = webhook(vec![alert(pod_labels("api-1"))]);
+    for bad in ["abc", "1772366400.5", "-5", "2026-03-01T12:00:00Z", "1e9"] {
+        let reply = gw
+            .post_with(PROMETHEUS, &[("x-timestamp", bad)], &payload)
+            .await;
+        assert_bad_request(&reply, "stale-signal", PROMETHEUS, "X-Timestamp");
+    }
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn x_timestamp_older_than_5_minutes_is_400() {
+    let gw = Gateway::start().await;
+    let payload = webhook(vec![alert(pod_labels("api-1"))]);
+    for age in [301, 3600] {
+        let stamp = (now() - secs(age)).as_second().to_string();
+        let reply = gw
+            .post_with(PROMETHEUS, &[("x-timestamp", &stamp)], &payload)
+            .await;
+        assert_bad_request(&reply, "stale-signal", PROMETHEUS, "5 minutes old");
+    }
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn x_timestamp_more_than_2_minutes_ahead_is_400() {
+    let gw = Gateway::start().await;
+    let payload = webhook(vec![alert(pod_labels("api-1"))]);
+    for ahead in [121, 3600] {
+        let stamp = (now() + secs(ahead)).as_second().to_string();
+        let reply = gw
+            .post_with(PROMETHEUS, &[("x-timestamp", &stamp)], &payload)
+            .await;
+        assert_bad_request(&reply, "stale-signal", PROMETHEUS, "in the future");
+    }
+}
+
+#[tokio::test]
+async fn x_timestamp_within_bounds_is_accepted() {
+    let gw = Gateway::start().await;
+    // Both bounds are inclusive. The header replaces the startsAt check, so an old startsAt
+    // is fine here too.
+    for (i, offset) in [-300, -299, 0, 119, 120].into_iter().enumerate() {
+        let pod = format!("edge-{i}");
+        let stamp = (now() + secs(offset)).as_second().to_string();
+        let payload = webhook(vec![alert_at(pod_labels(&pod), now() - secs(86_400))]);
+        let reply = gw
+            .post_with(PROMETHEUS, &[("x-timestamp", &stamp)], &payload)
+            .await;
+        assert_created(&reply, &format!("prod:Pod:{pod}"));
+    }
+}
+
+#[tokio::test]
+async fn without_x_timestamp_starts_at_more_than_2_minutes_ahead_is_400() {
+    let gw = Gateway::start().await;
+    for ahead in [121, 86_400] {
+        let payload = webhook(vec![alert_at(pod_labels("api-1"), now() + secs(ahead))]);
+        let reply = gw.post(PROMETHEUS, &payload).await;
+        assert_bad_request(&reply, "stale-signal", PROMETHEUS, "startsAt");
+    }
+    // One millisecond past the edge is already too far.
+    let just_past = now() + secs(120) + SignedDuration::from_millis(1);
+    let payload = webhook(vec![alert_at(pod_labels("api-1"), just_past)]);
+    let reply = gw.post(PROMETHEUS, &payload).await;
+    assert_bad_request(&reply, "stale-signal", PROMETHEUS, "in the future");
+    // No startsAt anywhere.
+    let payload = webhook(vec![remove(alert(pod_labels("api-1")), &["startsAt"])]);
+    let reply = gw.post(PROMETHEUS, &payload).await;
+    assert_bad_request(&reply, "stale-signal", PROMETHEUS, "startsAt");
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn without_x_timestamp_old_starts_at_is_accepted() {
+    let gw = Gateway::start().await;
+    // No age limit: long-firing alerts are re-sent with their original startsAt.
+    let payload = webhook(vec![alert_at(pod_labels("old"), now() - secs(86_400))]);
+    assert_created(&gw.post(PROMETHEUS, &payload).await, "prod:Pod:old");
+    // Exactly 2 minutes ahead is within the skew tolerance.
+    let payload = webhook(vec![alert_at(pod_labels("edge"), now() + secs(120))]);
+    assert_created(&gw.post(PROMETHEUS, &payload).await, "prod:Pod:edge");
+}
+
+#[tokio::test]
+async fn event_older_than_5_minutes_is_400() {
+    let gw = Gateway::start().await;
+    for age in [301, 3600] {
+        let mut e = event("api-1");
+        e["firstTimestamp"] = json!((now() - secs(age + 60)).to_string());
+        e["lastTimestamp"] = json!((now() - secs(age)).to_string());
+        let reply = gw.post(EVENT, &e).await;
+        assert_bad_request(&reply, "stale-signal", EVENT, "5 minutes old");
+    }
+    // Without lastTimestamp, firstTimestamp is the one checked.
+    let mut e = remove(event("api-1"), &["lastTimestamp"]);
+    e["firstTimestamp"] = json!((now() - secs(301)).to_string());
+    let reply = gw.post(EVENT, &e).await;
+    assert_bad_request(&reply, "stale-signal", EVENT, "5 minutes old");
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn event_more_than_2_minutes_ahead_is_400() {
+    let gw = Gateway::start().await;
+    let mut e = event("api-1");
+    e["lastTimestamp"] = json!((now() + secs(121)).to_string());
+    let reply = gw.post(EVENT, &e).await;
+    assert_bad_request(&reply, "stale-signal", EVENT, "in the future");
+}
+
+#[tokio::test]
+async fn event_without_timestamps_is_400() {
+    let gw = Gateway::start().await;
+    let e = remove(
+        remove(event("api-1"), &["lastTimestamp"]),
+        &["firstTimestamp"],
+    );
+    let reply = gw.post(EVENT, &e).await;
+    assert_bad_request(&reply, "stale-signal", EVENT, "neither lastTimestamp");
+    // Go's zero time means "not set".
+    let mut e = event("api-1");
+    e["firstTimestamp"] = json!("0001-01-01T00:00:00Z");
+    e["lastTimestamp"] = json!("0001-01-01T00:00:00Z");
+    let reply = gw.post(EVENT, &e).await;
+    assert_bad_request(&reply, "stale-signal", EVENT, "neither lastTimestamp");
+}
+
+#[tokio::test]
+async fn event_within_bounds_is_accepted() {
+    let gw = Gateway::start().await;
+    for (i, offset) in [-300, 0, 120].into_iter().enumerate() {
+        let pod = format!("edge-{i}");
+        let mut e = event(&pod);
+        e["firstTimestamp"] = json!((now() - secs(3600)).to_string());
+        e["lastTimestamp"] = json!((now() + secs(offset)).to_string());
+        assert_created(&gw.post(EVENT, &e).await, &format!("prod:Pod:{pod}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 413, 415, 404, 405
+// ---------------------------------------------------------------------------------------------
+
+/// Builds a valid one-alert payload about a pod of exactly the given size.
+type Padder = fn(&str, usize) -> Vec<u8>;
+
+/// A valid one-alert payload padded to exactly `size` bytes with trailing whitespace.
+fn padded_with_whitespace(pod: &str, size: usize) -> Vec<u8> {
+    let mut body = serde_json::to_vec(&webhook(vec![alert(pod_labels(pod))])).unwrap();
+    assert!(body.len() < size);
+    body.resize(size, b' ');
+    body
+}
+
+/// A valid one-alert payload of exactly `size` bytes, filled by a long annotation.
+fn padded_with_annotation(pod: &str, size: usize) -> Vec<u8> {
+    let with = |fill: usize| {
+        let mut a = alert(pod_labels(pod));
+        a["annotations"]["description"] = json!("x".repeat(fill));
+        serde_json::to_vec(&webhook(vec![a])).unwrap()
+    };
+    let base = with(0).len();
+    let body = with(size - base);
+    assert_eq!(body.len(), size);
+    body
+}
+
+#[tokio::test]
+async fn body_limit_is_262144_bytes() {
+    let gw = Gateway::start().await;
+    let cases: [(&str, Padder); 2] = [
+        ("ws", padded_with_whitespace),
+        ("ann", padded_with_annotation),
+    ];
+    for (kind, build) in cases {
+        let pod = format!("limit-{kind}");
+        let reply = gw.post_raw(PROMETHEUS, &[], build(&pod, BODY_LIMIT)).await;
+        assert_created(&reply, &format!("prod:Pod:{pod}"));
+
+        let reply = gw
+            .post_raw(PROMETHEUS, &[], build(&pod, BODY_LIMIT + 1))
+            .await;
+        assert_problem(
+            &reply,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            PROMETHEUS,
+        );
+    }
+    assert_eq!(gw.processor.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn body_limit_holds_without_content_length() {
+    let gw = Gateway::start().await;
+    let headers = [("content-type", "application/json")];
+    let body = padded_with_whitespace("chunked", BODY_LIMIT);
+    let reply = gw
+        .send(Method::POST, PROMETHEUS, &headers, chunked(body))
+        .await;
+    assert_created(&reply, "prod:Pod:chunked");
+
+    let body = padded_with_whitespace("chunked", BODY_LIMIT + 1);
+    let reply = gw
+        .send(Method::POST, PROMETHEUS, &headers, chunked(body))
+        .await;
+    assert_problem(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        PROMETHEUS,
+    );
+    assert_eq!(gw.processor.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn content_type_other_than_json_is_415_with_accept() {
+    let gw = Gateway::start().await;
+    let payload = serde_json::to_vec(&webhook(vec![alert(pod_labels("api-1"))])).unwrap();
+    for (path, content_type) in [
+        (PROMETHEUS, "text/plain"),
+        (PROMETHEUS, "application/x-www-form-urlencoded"),
+        (EVENT, "text/plain; charset=utf-8"),
+    ] {
+        let reply = gw
+            .send(
+                Method::POST,
+                path,
+                &[("content-type", content_type)],
+                full(payload.clone()),
+            )
+            .await;
+        assert_problem(
+            &reply,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            path,
+        );
+        assert_eq!(reply.header("accept"), Some("application/json"));
+    }
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn json_with_charset_and_absent_content_type_are_accepted() {
+    let gw = Gateway::start().await;
+    let payload = |pod: &str| serde_json::to_vec(&webhook(vec![alert(pod_labels(pod))])).unwrap();
+
+    let reply = gw
+        .send(
+            Method::POST,
+            PROMETHEUS,
+            &[("content-type", "application/json; charset=utf-8")],
+            full(payload("charset")),
+        )
+        .await;
+    assert_created(&reply, "prod:Pod:charset");
+
+    let reply = gw
+        .send(Method::POST, PROMETHEUS, &[], full(payload("no-type")))
+        .await;
+    assert_created(&reply, "prod:Pod:no-type");
+
+    let reply = gw
+        .send(
+            Method::POST,
+            EVENT,
+            &[],
+            full(serde_json::to_vec(&event("no-type-event")).unwrap()),
+        )
+        .await;
+    assert_created(&reply, "prod:Pod:no-type-event");
+}
+
+#[tokio::test]
+async fn unknown_path_is_404() {
+    let gw = Gateway::start().await;
+    for (method, path) in [
+        (Method::POST, "/api/v1/signals/grafana"),
+        (Method::GET, "/"),
+        (Method::POST, "/api/v1/signals/prometheus/extra"),
+        (Method::GET, "/healthz"),
+    ] {
+        let reply = gw.send(method, path, &[], full(Bytes::new())).await;
+        assert_problem(&reply, StatusCode::NOT_FOUND, "not-found", path);
+    }
+}
+
+#[tokio::test]
+async fn wrong_method_on_a_signal_route_is_405_with_allow() {
+    let gw = Gateway::start().await;
+    for (method, path) in [
+        (Method::GET, PROMETHEUS),
+        (Method::PUT, PROMETHEUS),
+        (Method::GET, EVENT),
+        (Method::DELETE, EVENT),
+    ] {
+        let reply = gw.send(method, path, &[], full(Bytes::new())).await;
+        assert_problem(
+            &reply,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            path,
+        );
+        assert_eq!(reply.header("allow"), Some("POST"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headers on every response
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn security_headers_and_request_id_on_every_response() {
+    let gw = Gateway::start().await;
+    gw.processor.fail_for("unavailable", Failure::Unavailable);
+    gw.processor.fail_for("internal", Failure::Internal);
+    let ok = webhook(vec![alert(pod_labels("api-1"))]);
+    // One of each status the API answers.
+    let replies = vec![
+        gw.post(PROMETHEUS, &ok).await,
+        gw.post(PROMETHEUS, &ok).await,
+        gw.post(PROMETHEUS, &json!({})).await,
+        gw.send(Method::GET, "/nope", &[], full(Bytes::new())).await,
+        gw.send(Method::GET, EVENT, &[], full(Bytes::new())).await,
+        gw.post_raw(EVENT, &[], vec![b' '; BODY_LIMIT + 1]).await,
+        gw.send(
+            Method::POST,
+            EVENT,
+            &[("content-type", "text/plain")],
+            full("x"),
+        )
+        .await,
+        gw.post(PROMETHEUS, &webhook(vec![alert(pod_labels("internal"))]))
+            .await,
+        gw.post(PROMETHEUS, &webhook(vec![alert(pod_labels("unavailable"))]))
+            .await,
+        gw.post(
+            PROMETHEUS,
+            &webhook(vec![alert(pod_labels("a")), alert(pod_labels("b"))]),
+        )
+        .await,
+    ];
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses, [201, 202, 400, 404, 405, 413, 415, 500, 503, 207]);
+    // `send` checked the headers of each; the ids are all different.
+    let ids: HashSet<&str> = replies.iter().map(Reply::request_id).collect();
+    assert_eq!(ids.len(), replies.len());
+    for reply in &replies {
+        let expected = if reply.status.is_success() {
+            "application/json"
+        } else {
+            "application/problem+json"
+        };
+        assert_eq!(reply.content_type(), expected, "{}", reply.status);
+        if !reply.status.is_success() {
+            assert_eq!(reply.json()["request_id"], reply.request_id());
+        }
+    }
+}
+
+#[tokio::test]
+async fn request_id_is_a_fresh_uuid_equal_to_the_problem_request_id() {
+    let gw = Gateway::start().await;
+    let mut ids = HashSet::new();
+    for _ in 0..5 {
+        let reply = gw.post(PROMETHEUS, &json!({"alerts": []})).await;
+        assert_problem(
+            &reply,
+            StatusCode::BAD_REQUEST,
+            "validation-error",
+            PROMETHEUS,
+        );
+        assert!(ids.insert(reply.request_id().to_owned()), "id repeated");
+    }
+    // On a success too, and it is generated by the gateway, not echoed from the client.
+    let reply = gw
+        .post_with(
+            PROMETHEUS,
+            &[("x-request-id", "client-chosen")],
+            &webhook(vec![alert(pod_labels("api-1"))]),
+        )
+        .await;
+    assert_created(&reply, "prod:Pod:api-1");
+    assert_ne!(reply.request_id(), "client-chosen");
+    assert!(ids.insert(reply.request_id().to_owned()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5xx
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn processor_unavailable_is_503_with_retry_after() {
+    let config = ApiConfig {
+        retry_after_seconds: 7,
+        ..ApiConfig::default()
+    };
+    let gw = Gateway::start_with(
+        FakeProcessor::default(),
+        config,
+        Arc::new(ManualClock::new(now())),
+    )
+    .await;
+    gw.processor.fail_all(Failure::Unavailable);
+    let reply = gw
+        .post(PROMETHEUS, &webhook(vec![alert(pod_labels("api-1"))]))
+        .await;
+    assert_unavailable(&reply, PROMETHEUS, "7");
+    let reply = gw.post(EVENT, &event("api-1")).await;
+    assert_unavailable(&reply, EVENT, "7");
+}
+
+#[tokio::test]
+async fn processor_internal_error_is_500_with_a_generic_detail() {
+    let gw = Gateway::start().await;
+    gw.processor.fail_all(Failure::Internal);
+    for (path, payload) in [
+        (PROMETHEUS, webhook(vec![alert(pod_labels("api-1"))])),
+        (EVENT, event("api-1")),
+    ] {
+        let reply = gw.post(path, &payload).await;
+        let detail = assert_problem(
+            &reply,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal-error",
+            path,
+        );
+        assert_eq!(detail, "Internal server error");
+        assert!(!String::from_utf8_lossy(&reply.body).contains("secret-internal-cause"));
+        assert!(reply.header("retry-after").is_none());
+    }
+}
+
+#[tokio::test]
+async fn batch_with_one_unavailable_alert_is_503() {
+    // A batch answers 207 only when every valid alert was recorded; otherwise Alertmanager
+    // must resend it, which it only does on 5xx.
+    let gw = Gateway::start().await;
+    gw.processor.fail_for("api-2", Failure::Unavailable);
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![
+                alert(pod_labels("api-1")),
+                alert(pod_labels("api-2")),
+                alert(json!({"namespace": "prod", "pod": "api-3"})),
+            ]),
+        )
+        .await;
+    assert_unavailable(&reply, PROMETHEUS, "1");
+    assert_eq!(gw.processor.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn batch_with_one_internal_error_is_500() {
+    let gw = Gateway::start().await;
+    gw.processor.fail_for("api-2", Failure::Internal);
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert(pod_labels("api-1")), alert(pod_labels("api-2"))]),
+        )
+        .await;
+    let detail = assert_problem(
+        &reply,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal-error",
+        PROMETHEUS,
+    );
+    assert_eq!(detail, "Internal server error");
+}
+
+#[tokio::test]
+async fn in_flight_limit_answers_503_never_429() {
+    let gate = Arc::new(Gate::new());
+    let config = ApiConfig {
+        max_in_flight: 1,
+        ..ApiConfig::default()
+    };
+    let gw = Arc::new(
+        Gateway::start_with(
+            FakeProcessor::gated(gate.clone()),
+            config,
+            Arc::new(ManualClock::new(now())),
+        )
+        .await,
+    );
+
+    let first = tokio::spawn({
+        let gw = gw.clone();
+        async move {
+            gw.post(PROMETHEUS, &webhook(vec![alert(pod_labels("slow"))]))
+                .await
+        }
+    });
+    // The first request holds the only slot, inside the processor.
+    tokio::time::timeout(Duration::from_secs(10), gate.entered.notified())
+        .await
+        .expect("first request reached the processor");
+
+    for (path, payload) in [
+        (PROMETHEUS, webhook(vec![alert(pod_labels("fast"))])),
+        (EVENT, event("fast")),
+    ] {
+        let reply = gw.post(path, &payload).await;
+        assert_unavailable(&reply, path, "1");
+    }
+    assert_eq!(gw.processor.seen().len(), 1, "shed before processing");
+
+    // Released, the first completes, and its slot is free again.
+    gate.release.add_permits(2);
+    let reply = first.await.unwrap();
+    assert_created(&reply, "prod:Pod:slow");
+    let reply = gw
+        .post(PROMETHEUS, &webhook(vec![alert(pod_labels("fast"))]))
+        .await;
+    assert_created(&reply, "prod:Pod:fast");
+}
+
+#[tokio::test]
+async fn shutting_down_answers_503() {
+    let gw = Gateway::start().await;
+    gw.health.set_shutting_down();
+    let reply = gw
+        .post(PROMETHEUS, &webhook(vec![alert(pod_labels("api-1"))]))
+        .await;
+    assert_unavailable(&reply, PROMETHEUS, "1");
+    assert!(gw.processor.seen().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health listener
+// ---------------------------------------------------------------------------------------------
+
+/// The health listener, served as the binary serves it.
+struct HealthListener {
+    base: String,
+    health: Arc<Health>,
+    client: Client<HttpConnector, ClientBody>,
+    _stop: watch::Sender<bool>,
+}
+
+impl HealthListener {
+    async fn start(clock: Arc<dyn Clock>) -> HealthListener {
+        let health = Arc::new(Health::new());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = health.clone();
+        tokio::spawn(serve(
+            listener,
+            options(),
+            move |request| {
+                let health = shared.clone();
+                let clock = clock.clone();
+                async move { gateway::api::health::handle(&health, clock.as_ref(), &request) }
+            },
+            stop_rx,
+        ));
+        HealthListener {
+            base,
+            health,
+            client: client(),
+            _stop: stop,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        let request = Request::get(format!("{}{path}", self.base))
+            .body(full(Bytes::new()))
+            .unwrap();
+        let response = self.client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+}
+
+fn assert_not_ready(reply: &Reply, mentions: &str) {
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.content_type(), "application/problem+json");
+    let body = reply.json();
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://kubernaut.ai/problems/"),
+        "{body}"
+    );
+    assert_eq!(body["title"], "Service Unavailable", "{body}");
+    assert_eq!(body["status"], 503, "{body}");
+    assert_eq!(body["instance"], "/readyz", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains(mentions),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn healthz_is_200_with_an_rfc3339_timestamp() {
+    let clock = ManualClock::new(now() + SignedDuration::from_millis(250));
+    let listener = HealthListener::start(Arc::new(clock.clone())).await;
+    let reply = listener.get("/healthz").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.content_type(), "application/json");
+    assert_eq!(
+        reply.json(),
+        json!({"status": "healthy", "timestamp": "2026-03-01T12:00:00Z"})
+    );
+    // Healthy whatever readiness says, and the time is read per request.
+    listener.health.set_shutting_down();
+    clock.advance(Duration::from_secs(61));
+    let reply = listener.get("/healthz").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.content_type(), "application/json");
+    let body = reply.json();
+    assert_eq!(body["status"], "healthy");
+    let at: Timestamp = body["timestamp"].as_str().unwrap().parse().unwrap();
+    assert_eq!(at, now() + secs(61));
+}
+
+#[tokio::test]
+async fn healthz_timestamp_with_the_system_clock() {
+    let listener = HealthListener::start(Arc::new(SystemClock)).await;
+    let before = Timestamp::now() - secs(1);
+    let reply = listener.get("/healthz").await;
+    let after = Timestamp::now() + secs(1);
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.content_type(), "application/json");
+    let body = reply.json();
+    assert_eq!(body["status"], "healthy");
+    let at: Timestamp = body["timestamp"].as_str().unwrap().parse().unwrap();
+    assert!(before <= at && at <= after, "{at}");
+}
+
+#[tokio::test]
+async fn readyz_follows_index_sync_kube_reachability_and_shutdown() {
+    let listener = HealthListener::start(Arc::new(ManualClock::new(now()))).await;
+    assert_not_ready(&listener.get("/readyz").await, "index");
+
+    listener.health.set_index_synced(true);
+    let reply = listener.get("/readyz").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.content_type(), "application/json");
+    assert_eq!(reply.json(), json!({"status": "ready"}));
+
+    listener.health.set_kube_reachable(false);
+    assert_not_ready(&listener.get("/readyz").await, "unreachable");
+    listener.health.set_kube_reachable(true);
+    assert_eq!(listener.get("/readyz").await.status, StatusCode::OK);
+
+    listener.health.set_shutting_down();
+    assert_not_ready(&listener.get("/readyz").await, "shutting down");
+    // For good: a later sync does not bring it back.
+    listener.health.set_index_synced(true);
+    assert_not_ready(&listener.get("/readyz").await, "shutting down");
+}
