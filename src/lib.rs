@@ -35,7 +35,7 @@ use crate::api::server::{ServeOptions, serve};
 use crate::api::{App, Health};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::dedup::{Engine, Index};
+use crate::dedup::{Engine, EngineSettings, Index};
 use crate::k8s::breaker::Breaker;
 use crate::k8s::store::KubeStore;
 use crate::storm::{Storm, StormQueue, StormRule};
@@ -108,15 +108,18 @@ pub async fn run(
         config.storm.max_concurrent_patches,
         storm_stop,
     ));
+    let settings = EngineSettings {
+        namespace: namespace.clone(),
+        rule,
+        max_attempts: config.kubernetes.max_attempts,
+    };
     let engine = Engine::new(
         store,
         index.clone(),
-        namespace.clone(),
+        settings,
         clock.clone(),
         metrics.clone(),
         storm,
-        rule,
-        config.kubernetes.max_attempts,
     );
     let watch_task = tokio::spawn(dedup::watch::run(
         kube::Api::namespaced(client, &namespace),

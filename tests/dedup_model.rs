@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway::clock::SystemClock;
-use gateway::dedup::{Engine, Index, NoObserver};
+use gateway::dedup::{Engine, EngineSettings, Index, NoObserver};
 use gateway::fingerprint::Fingerprint;
 use gateway::ingest::Signal;
 use gateway::k8s::store::{RrStore, StoreError};
@@ -55,8 +55,13 @@ impl FakeStore {
     /// The orchestrator finishing the active RR of a fingerprint.
     fn terminate_active(&self, fingerprint: &str) {
         let mut rrs = self.rrs.lock().unwrap();
-        for rr in rrs.values_mut().filter(|rr| rr.spec.signal_fingerprint == fingerprint) {
-            let status = rr.status.get_or_insert_with(RemediationRequestStatus::default);
+        for rr in rrs
+            .values_mut()
+            .filter(|rr| rr.spec.signal_fingerprint == fingerprint)
+        {
+            let status = rr
+                .status
+                .get_or_insert_with(RemediationRequestStatus::default);
             if status.overall_phase.as_deref() != Some("Completed") {
                 status.overall_phase = Some("Completed".into());
                 rr.metadata.resource_version = Some(self.bump());
@@ -71,7 +76,11 @@ impl FakeStore {
             .unwrap()
             .iter()
             .map(|(name, rr)| {
-                let count = rr.status.as_ref().and_then(|s| s.deduplication.as_ref()).map_or(1, |d| d.occurrence_count);
+                let count = rr
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.deduplication.as_ref())
+                    .map_or(1, |d| d.occurrence_count);
                 (name.clone(), (rr.spec.signal_fingerprint.clone(), count))
             })
             .collect()
@@ -93,7 +102,11 @@ impl RrStore for FakeStore {
         Ok(stored)
     }
 
-    async fn patch_status(&self, name: &str, patch: &serde_json::Value) -> Result<RemediationRequest, StoreError> {
+    async fn patch_status(
+        &self,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<RemediationRequest, StoreError> {
         self.maybe_fail().await?;
         let mut rrs = self.rrs.lock().unwrap();
         let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
@@ -102,17 +115,27 @@ impl RrStore for FakeStore {
                 return Err(StoreError::Conflict);
             }
         }
-        let dedup: DeduplicationStatus = serde_json::from_value(patch["status"]["deduplication"].clone()).unwrap();
-        rr.status.get_or_insert_with(RemediationRequestStatus::default).deduplication = Some(dedup);
+        let dedup: DeduplicationStatus =
+            serde_json::from_value(patch["status"]["deduplication"].clone()).unwrap();
+        rr.status
+            .get_or_insert_with(RemediationRequestStatus::default)
+            .deduplication = Some(dedup);
         rr.metadata.resource_version = Some(self.bump());
         Ok(rr.clone())
     }
 
-    async fn patch_storm(&self, name: &str, count: i64, storm: &StormAggregationStatus) -> Result<(), StoreError> {
+    async fn patch_storm(
+        &self,
+        name: &str,
+        count: i64,
+        storm: &StormAggregationStatus,
+    ) -> Result<(), StoreError> {
         self.maybe_fail().await?;
         let mut rrs = self.rrs.lock().unwrap();
         let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
-        let status = rr.status.get_or_insert_with(RemediationRequestStatus::default);
+        let status = rr
+            .status
+            .get_or_insert_with(RemediationRequestStatus::default);
         if status.deduplication.as_ref().map(|d| d.occurrence_count) != Some(count) {
             return Err(StoreError::Invalid("test failed".into()));
         }
@@ -122,7 +145,12 @@ impl RrStore for FakeStore {
 
     async fn get(&self, name: &str) -> Result<RemediationRequest, StoreError> {
         self.maybe_fail().await?;
-        self.rrs.lock().unwrap().get(name).cloned().ok_or(StoreError::NotFound)
+        self.rrs
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or(StoreError::NotFound)
     }
 }
 
@@ -136,7 +164,12 @@ fn signal(i: u8) -> Signal {
         name: "HighLatency".into(),
         severity: "critical".into(),
         source: SignalSource::Prometheus,
-        resource: ResourceRef { kind: "Pod".into(), name: format!("pod-{i}"), namespace: Some("ns".into()), api_version: None },
+        resource: ResourceRef {
+            kind: "Pod".into(),
+            name: format!("pod-{i}"),
+            namespace: Some("ns".into()),
+            api_version: None,
+        },
         cluster: None,
         labels: BTreeMap::new(),
         annotations: BTreeMap::new(),
@@ -163,16 +196,23 @@ fn op() -> impl Strategy<Value = Op> {
 /// Runs the ops; returns, per RR, the counts the engine answered.
 async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<String, Vec<i64>> {
     store.fail_every.store(fail_every, Ordering::SeqCst);
-    let rule = StormRule { threshold: 5, window: Duration::from_secs(60), history_size: 64 };
+    let rule = StormRule {
+        threshold: 5,
+        window: Duration::from_secs(60),
+        history_size: 64,
+    };
+    let settings = EngineSettings {
+        namespace: "ns".into(),
+        rule,
+        max_attempts: 64,
+    };
     let engine = Engine::new(
         store.clone(),
         Arc::new(Index::new()),
-        "ns".into(),
+        settings,
         Arc::new(SystemClock),
         Metrics::new(),
         NoObserver,
-        rule,
-        64,
     );
     let mut answered: HashMap<String, Vec<i64>> = HashMap::new();
     for op in ops {
@@ -189,9 +229,15 @@ async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<Stri
                     .collect::<Vec<_>>();
                 for call in calls {
                     match call.await.unwrap() {
-                        Ok(Outcome::Created { name, .. }) => answered.entry(name).or_default().push(1),
-                        Ok(Outcome::Duplicate { name, count, .. }) => answered.entry(name).or_default().push(count),
-                        Err(ProcessError::Unavailable(_)) => assert!(fail_every > 0, "unavailable without faults"),
+                        Ok(Outcome::Created { name, .. }) => {
+                            answered.entry(name).or_default().push(1)
+                        }
+                        Ok(Outcome::Duplicate { name, count, .. }) => {
+                            answered.entry(name).or_default().push(count)
+                        }
+                        Err(ProcessError::Unavailable(_)) => {
+                            assert!(fail_every > 0, "unavailable without faults")
+                        }
                         Err(error) => panic!("unexpected error: {error}"),
                     }
                 }
@@ -209,7 +255,10 @@ fn check(answered: &HashMap<String, Vec<i64>>, store: &FakeStore, ops: &[Op], fa
         let mut got = answered.get(name).cloned().unwrap_or_default();
         got.sort_unstable();
         let expected: Vec<i64> = (1..=*final_count).collect();
-        assert_eq!(got, expected, "RR {name}: answered counts must be exactly 1..=N");
+        assert_eq!(
+            got, expected,
+            "RR {name}: answered counts must be exactly 1..=N"
+        );
     }
     // The model: per fingerprint, RRs = 1 + terminations that happened while one existed.
     let mut model_rrs: HashMap<u8, (bool, usize)> = HashMap::new();
@@ -235,9 +284,17 @@ fn check(answered: &HashMap<String, Vec<i64>>, store: &FakeStore, ops: &[Op], fa
     if !faults {
         for (i, (_, rrs)) in &model_rrs {
             let fp = fingerprint(*i).to_string();
-            let actual: Vec<i64> = counts.values().filter(|(f, _)| *f == fp).map(|(_, c)| *c).collect();
+            let actual: Vec<i64> = counts
+                .values()
+                .filter(|(f, _)| *f == fp)
+                .map(|(_, c)| *c)
+                .collect();
             assert_eq!(actual.len(), *rrs, "fingerprint {i}: number of RRs");
-            assert_eq!(actual.iter().sum::<i64>(), model_signals[i], "fingerprint {i}: total count");
+            assert_eq!(
+                actual.iter().sum::<i64>(),
+                model_signals[i],
+                "fingerprint {i}: total count"
+            );
         }
     }
 }
@@ -265,9 +322,17 @@ proptest! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_share_patches() {
     let store = Arc::new(FakeStore::default());
-    let answered = run(&[Op::Wave(vec![(0, 1)]), Op::Wave(vec![(0, 200)])], 0, store.clone()).await;
+    let answered = run(
+        &[Op::Wave(vec![(0, 1)]), Op::Wave(vec![(0, 200)])],
+        0,
+        store.clone(),
+    )
+    .await;
     let counts: Vec<i64> = answered.values().flatten().copied().collect();
     assert_eq!(counts.len(), 201);
     let patches = store.next_rv.load(Ordering::SeqCst) - 1;
-    assert!(patches < 200, "group commit: {patches} writes for 200 concurrent duplicates");
+    assert!(
+        patches < 200,
+        "group commit: {patches} writes for 200 concurrent duplicates"
+    );
 }

@@ -56,6 +56,17 @@ impl CommitObserver for NoObserver {
     async fn committed(&self, _: &Fingerprint, _: &RrState, _: bool, _: Timestamp) {}
 }
 
+/// What the engine is told at start-up.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Controller namespace of the RRs.
+    pub namespace: String,
+    /// The storm rule, whose history the dedup patch keeps.
+    pub rule: StormRule,
+    /// Attempts per commit before answering 503 (`kubernetes.max_attempts`).
+    pub max_attempts: u32,
+}
+
 /// The dedup engine; cheap to clone.
 pub struct Engine<S, O = NoObserver> {
     inner: Arc<Inner<S, O>>,
@@ -88,17 +99,20 @@ struct Waiter {
 }
 
 impl<S: RrStore, O: CommitObserver> Engine<S, O> {
-    /// An engine writing RRs into `namespace` through `store`.
+    /// An engine writing RRs through `store`.
     pub fn new(
         store: S,
         index: Arc<Index>,
-        namespace: String,
+        settings: EngineSettings,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         observer: O,
-        rule: StormRule,
-        max_attempts: u32,
     ) -> Self {
+        let EngineSettings {
+            namespace,
+            rule,
+            max_attempts,
+        } = settings;
         Engine {
             inner: Arc::new(Inner {
                 store,

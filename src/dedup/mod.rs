@@ -6,5 +6,5 @@ pub mod engine;
 pub mod index;
 pub mod watch;
 
-pub use engine::{CommitObserver, Engine, NoObserver};
+pub use engine::{CommitObserver, Engine, EngineSettings, NoObserver};
 pub use index::{Index, RrState};

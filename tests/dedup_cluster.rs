@@ -1,0 +1,260 @@
+//! DESIGN.md §5 invariants against the real control plane, with several gateway processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use gateway::k8s::RemediationRequest;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use support::{Gateway, Http, alert, count_of, eventually, pod_fingerprint, rrs_of};
+
+async fn gateways(n: usize, namespace: &str) -> (Vec<Gateway>, Http) {
+    let plane = gateway_envtest::shared().await.unwrap();
+    support::warm_up(&plane.client().unwrap(), namespace).await;
+    let http = Http::new();
+    let gateways: Vec<Gateway> = (0..n)
+        .map(|_| Gateway::start(plane.kubeconfig_path(), namespace, &[]))
+        .collect();
+    for gateway in &gateways {
+        gateway.ready(&http).await;
+    }
+    (gateways, http)
+}
+
+async fn namespace(prefix: &str) -> (String, kube::Client) {
+    let plane = gateway_envtest::shared().await.unwrap();
+    (
+        plane.create_namespace(prefix).await.unwrap(),
+        plane.client().unwrap(),
+    )
+}
+
+/// Sends `alert(pod)` `n` times at once, spread over the gateways; returns (status, count, rr).
+async fn burst(
+    gateways: &[Gateway],
+    http: &Http,
+    ns: &str,
+    pod: &str,
+    n: usize,
+) -> Vec<(u16, i64, String)> {
+    join_all((0..n).map(|i| {
+        let url = format!(
+            "{}/api/v1/signals/prometheus",
+            gateways[i % gateways.len()].api
+        );
+        let body = alert("HighErrorRate", ns, pod);
+        let http = http.clone();
+        async move {
+            let (status, body) = http.post(&url, &body).await;
+            let count = match status {
+                201 => 1,
+                202 => body["metadata"]["count"].as_i64().unwrap(),
+                other => panic!("unexpected {other}: {body}"),
+            };
+            (
+                status,
+                count,
+                body["remediationRequestName"].as_str().unwrap().to_string(),
+            )
+        }
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_first_sighting_300_concurrent() {
+    let (ns, client) = namespace("first").await;
+    let (gateways, http) = gateways(3, &ns).await;
+    let results = burst(&gateways, &http, &ns, "api-0", 300).await;
+
+    let mut counts: Vec<i64> = results.iter().map(|r| r.1).collect();
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (1..=300).collect::<Vec<_>>(),
+        "each count 1..=300 answered exactly once"
+    );
+    assert_eq!(
+        results.iter().filter(|r| r.0 == 201).count(),
+        1,
+        "exactly one 201"
+    );
+    let rrs = rrs_of(&client, &ns, &pod_fingerprint(&ns, "api-0")).await;
+    assert_eq!(rrs.len(), 1, "exactly one RR");
+    assert_eq!(count_of(&rrs[0]), 300);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.2 == rrs[0].metadata.name.clone().unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_50_fingerprints_40_each() {
+    let (ns, client) = namespace("many").await;
+    let (gateways, http) = gateways(3, &ns).await;
+    let all = join_all((0..50).map(|f| {
+        let (gateways, http, ns) = (&gateways, &http, &ns);
+        async move { (f, burst(gateways, http, ns, &format!("web-{f}"), 40).await) }
+    }))
+    .await;
+    for (f, results) in all {
+        let mut counts: Vec<i64> = results.iter().map(|r| r.1).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=40).collect::<Vec<_>>(), "fingerprint {f}");
+        let rrs = rrs_of(&client, &ns, &pod_fingerprint(&ns, &format!("web-{f}"))).await;
+        assert_eq!(rrs.len(), 1, "fingerprint {f}: one RR");
+        assert_eq!(count_of(&rrs[0]), 40, "fingerprint {f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncontended_duplicate_costs_one_patch_and_no_get() {
+    let (ns, client) = namespace("budget").await;
+    let (gateways, http) = gateways(1, &ns).await;
+    let gw = &gateways[0];
+    let url = format!("{}/api/v1/signals/prometheus", gw.api);
+    let (status, _) = http.post(&url, &alert("DiskFull", &ns, "db-0")).await;
+    assert_eq!(status, 201);
+    // The creation's background status initialisation must be done before counting.
+    let fp = pod_fingerprint(&ns, "db-0");
+    eventually(Duration::from_secs(10), "status initialised", || async {
+        rrs_of(&client, &ns, &fp)
+            .await
+            .first()?
+            .status
+            .as_ref()?
+            .deduplication
+            .as_ref()
+            .map(|_| ())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "initialisation patch counted",
+        || async {
+            (gw.metric(&http, "gateway_k8s_requests_total", &[("verb", "patch")])
+                .await
+                >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let calls = |verb: &'static str| {
+        let (gw, http) = (gw, &http);
+        async move {
+            gw.metric(http, "gateway_k8s_requests_total", &[("verb", verb)])
+                .await
+        }
+    };
+    let (patches, gets, creates) = (
+        calls("patch").await,
+        calls("get").await,
+        calls("create").await,
+    );
+
+    let (status, body) = http.post(&url, &alert("DiskFull", &ns, "db-0")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["metadata"]["count"], 2);
+    assert_eq!(
+        calls("patch").await - patches,
+        1.0,
+        "exactly one status patch"
+    );
+    assert_eq!(calls("get").await - gets, 0.0, "no GET on the hot path");
+    assert_eq!(calls("create").await - creates, 0.0);
+    let rr = rrs_of(&client, &ns, &fp).await.remove(0);
+    assert_eq!(count_of(&rr), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_phase_starts_a_new_rr() {
+    let (ns, client) = namespace("terminal").await;
+    let (gateways, http) = gateways(1, &ns).await;
+    let url = format!("{}/api/v1/signals/prometheus", gateways[0].api);
+    let fp = pod_fingerprint(&ns, "job-0");
+    for _ in 0..3 {
+        let (status, _) = http.post(&url, &alert("CrashLoop", &ns, "job-0")).await;
+        assert!(status == 201 || status == 202);
+    }
+    let old = rrs_of(&client, &ns, &fp).await.remove(0);
+    let old_name = old.metadata.name.clone().unwrap();
+    assert_eq!(count_of(&old), 3);
+
+    // The orchestrator finishes the remediation.
+    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), &ns);
+    api.patch_status(
+        &old_name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {"overallPhase": "Completed"}})),
+    )
+    .await
+    .unwrap();
+
+    let (status, body) = http.post(&url, &alert("CrashLoop", &ns, "job-0")).await;
+    assert_eq!(status, 201, "{body}");
+    let new_name = body["remediationRequestName"].as_str().unwrap().to_string();
+    assert_ne!(new_name, old_name);
+    let (status, body) = http.post(&url, &alert("CrashLoop", &ns, "job-0")).await;
+    assert_eq!((status, body["metadata"]["count"].as_i64()), (202, Some(2)));
+    assert_eq!(body["remediationRequestName"], new_name.as_str());
+
+    let old_after = api.get(&old_name).await.unwrap();
+    assert_eq!(count_of(&old_after), 3, "the finished RR is untouched");
+    assert_eq!(
+        old_after.status.unwrap().overall_phase.as_deref(),
+        Some("Completed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_review_keeps_a_terminal_rr_active() {
+    let (ns, client) = namespace("review").await;
+    let (gateways, http) = gateways(1, &ns).await;
+    let url = format!("{}/api/v1/signals/prometheus", gateways[0].api);
+    let (status, body) = http.post(&url, &alert("OOMKilled", &ns, "worker-0")).await;
+    assert_eq!(status, 201);
+    let name = body["remediationRequestName"].as_str().unwrap().to_string();
+    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), &ns);
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {"overallPhase": "Failed", "completionStatus": {"outcome": "ManualReviewRequired"}}})),
+    )
+    .await
+    .unwrap();
+    let (status, body) = http.post(&url, &alert("OOMKilled", &ns, "worker-0")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["remediationRequestName"], name.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rr_created_out_of_band_is_deduplicated_onto() {
+    let (ns, client) = namespace("oob").await;
+    let (gateways, http) = gateways(1, &ns).await;
+    let gw = &gateways[0];
+    let fp = pod_fingerprint(&ns, "cache-0");
+    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), &ns);
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let spec = support::test_spec(&fp, "cache-0", &ns, now);
+    let mut rr = RemediationRequest::new("made-by-hand", spec);
+    rr.metadata.labels = Some(BTreeMap::new());
+    api.create(&PostParams::default(), &rr).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the watch to index the RR",
+        || async { (gw.metric(&http, "gateway_index_entries", &[]).await >= 1.0).then_some(()) },
+    )
+    .await;
+
+    let url = format!("{}/api/v1/signals/prometheus", gw.api);
+    let (status, body) = http.post(&url, &alert("HighLatency", &ns, "cache-0")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["remediationRequestName"], "made-by-hand");
+    assert_eq!(body["metadata"]["count"], 2);
+    assert_eq!(rrs_of(&client, &ns, &fp).await.len(), 1);
+}

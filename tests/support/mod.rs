@@ -1,0 +1,297 @@
+//! Shared test support: gateway processes against the real control plane, a small HTTP
+//! client, payload builders and metric scraping.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// A `gateway` process. Killed on drop.
+pub struct Gateway {
+    child: Child,
+    /// `http://127.0.0.1:<port>` of the signal API.
+    pub api: String,
+    /// Health listener base URL.
+    pub health: String,
+    /// Metrics listener base URL.
+    pub metrics: String,
+}
+
+impl Gateway {
+    /// Starts the binary on loopback ports chosen by the OS, against `kubeconfig`, with RRs in
+    /// `namespace`; returns once it has bound its listeners (not necessarily ready).
+    pub fn start(kubeconfig: &std::path::Path, namespace: &str, extra: &[&str]) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--namespace", namespace])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--log-format", "json", "--log-level", "info"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start gateway");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let listening = loop {
+            let line = lines
+                .next()
+                .expect("gateway exited before listening")
+                .unwrap();
+            if line.contains("gateway listening") {
+                break serde_json::from_str::<serde_json::Value>(&line).unwrap();
+            }
+        };
+        // Keep draining stderr so the gateway never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if std::env::var_os("GATEWAY_TEST_LOGS").is_some() {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        let url = |key: &str| format!("http://{}", listening[key].as_str().unwrap());
+        Gateway {
+            api: url("api"),
+            health: url("health"),
+            metrics: url("metrics"),
+            child,
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn ready(&self, http: &Http) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = http.get(&format!("{}/readyz", self.health)).await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "gateway not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+
+    /// The value of one metric series (summed over series matching `labels`), 0 if absent.
+    pub async fn metric(&self, http: &Http, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (_, text) = http
+            .get(&format!("{}/metrics", self.metrics))
+            .await
+            .unwrap();
+        metric_value(&text, name, labels)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sums the samples of `name` whose labels include all of `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())
+            .flatten()
+        })
+        .sum()
+}
+
+/// A keep-alive HTTP/1 client.
+#[derive(Clone)]
+pub struct Http(Client<HttpConnector, Full<Bytes>>);
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    /// A client with a connection pool.
+    pub fn new() -> Self {
+        Http(Client::builder(TokioExecutor::new()).build_http())
+    }
+
+    /// GET; returns status and body text.
+    pub async fn get(&self, url: &str) -> Result<(u16, String), String> {
+        let response = self
+            .0
+            .get(url.parse().unwrap())
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// POST JSON; returns status and parsed body.
+    pub async fn post(&self, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let request = http::Request::post(url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = self.0.request(request).await.expect("POST");
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// A fresh Alertmanager webhook with one firing alert about `pod` in `namespace`.
+pub fn alert(alertname: &str, namespace: &str, pod: &str) -> serde_json::Value {
+    let now = jiff::Timestamp::now().to_string();
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"x\"}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "gateway",
+        "groupLabels": {"alertname": alertname},
+        "commonLabels": {"alertname": alertname},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.local",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": alertname, "severity": "critical", "namespace": namespace, "pod": pod},
+            "annotations": {"summary": "test"},
+            "startsAt": now,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.local/graph",
+            "fingerprint": "0123456789abcdef"
+        }]
+    })
+}
+
+/// The fingerprint the gateway computes for a Pod.
+pub fn pod_fingerprint(namespace: &str, pod: &str) -> String {
+    gateway::fingerprint::Fingerprint::of(None, namespace, "Pod", pod).to_string()
+}
+
+/// RRs of one fingerprint in `namespace`, through the apiserver's field selector.
+pub async fn rrs_of(
+    client: &kube::Client,
+    namespace: &str,
+    fingerprint: &str,
+) -> Vec<gateway::k8s::RemediationRequest> {
+    let api: kube::Api<gateway::k8s::RemediationRequest> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let params =
+        kube::api::ListParams::default().fields(&format!("spec.signalFingerprint={fingerprint}"));
+    api.list(&params).await.unwrap().items
+}
+
+/// `status.deduplication.occurrenceCount` (1 when not yet initialised).
+pub fn count_of(rr: &gateway::k8s::RemediationRequest) -> i64 {
+    rr.status
+        .as_ref()
+        .and_then(|s| s.deduplication.as_ref())
+        .map_or(1, |d| d.occurrence_count)
+}
+
+/// Polls `check` every 50 ms until it returns Some, failing after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The apiserver builds a CRD's serving stack (schema, CEL programs, watch cache) on first
+/// use, which can take seconds on a loaded 2-core machine; a server-side dry-run create does
+/// that before a test starts timing its gateways' calls.
+pub async fn warm_up(client: &kube::Client, namespace: &str) {
+    let api: kube::Api<gateway::k8s::RemediationRequest> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let rr = gateway::k8s::RemediationRequest::new(
+        "warm-up",
+        test_spec(&"0".repeat(64), "warm-up", namespace, now),
+    );
+    let params = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(Duration::from_secs(60), "RR dry-run create", || {
+        let (api, rr, params) = (&api, &rr, &params);
+        async move { api.create(params, rr).await.ok().map(drop) }
+    })
+    .await;
+    eventually(Duration::from_secs(60), "RR list", || async {
+        api.list(&kube::api::ListParams::default().limit(1))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+}
+
+/// A valid RR spec about a Pod.
+pub fn test_spec(
+    fingerprint: &str,
+    pod: &str,
+    namespace: &str,
+    at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> gateway::k8s::RemediationRequestSpec {
+    use gateway::k8s::types::{ResourceRef, SignalSource, SignalType, TargetType};
+    gateway::k8s::RemediationRequestSpec {
+        signal_fingerprint: fingerprint.into(),
+        signal_name: "ManualTicket".into(),
+        severity: "warning".into(),
+        signal_type: SignalType::Alert,
+        signal_source: SignalSource::Prometheus,
+        target_type: TargetType::Kubernetes,
+        target_resource: ResourceRef {
+            kind: "Pod".into(),
+            name: pod.into(),
+            namespace: Some(namespace.into()),
+            api_version: None,
+        },
+        cluster_id: None,
+        firing_time: at.clone(),
+        received_time: at,
+        signal_labels: None,
+        signal_annotations: None,
+        original_payload: None,
+    }
+}
