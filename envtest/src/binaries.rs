@@ -2,6 +2,7 @@
 //! folder `scripts/build-control-plane.sh` prints (it builds them from their Go modules the
 //! first time and reuses its cache afterwards).
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -35,7 +36,22 @@ pub(crate) async fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
 
 /// Runs the build script. Its progress (stderr) goes to our stderr, so a cold build of
 /// several minutes shows what it is doing.
+///
+/// Holds a file lock meanwhile: two test binaries (or a test and the load test) starting on a
+/// machine without the cache would otherwise both build into the same staging folder.
 async fn build() -> Result<PathBuf> {
+    let lock_path = crate::workspace_root().join("target/envtest-bin.lock");
+    let _lock = tokio::task::spawn_blocking(move || -> Result<File> {
+        if let Some(parent) = lock_path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let lock = File::create(&lock_path)
+            .with_context(|| format!("creating {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        Ok(lock)
+    })
+    .await??;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-control-plane.sh");
     let output = tokio::process::Command::new("bash")
         .arg(&script)
