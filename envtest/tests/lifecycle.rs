@@ -232,10 +232,8 @@ async fn a_killed_owner_leaves_no_programs_and_its_directory_is_swept() {
     cli.kill().unwrap(); // SIGKILL
     cli.wait().unwrap();
     assert_no_process_mentions(&dir);
-    assert!(
-        dir.exists(),
-        "nothing can remove the directory of a killed owner"
-    );
+    // The directory is left behind (no destructor ran); any start sweeps it, ours or
+    // another process's running at the same time.
     drop(start().await);
     assert!(
         !dir.exists(),
