@@ -7,152 +7,23 @@
 //! promises (409 on a stale resourceVersion, AlreadyExists) is tested in `dedup_cluster.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gateway::clock::SystemClock;
 use gateway::dedup::{Engine, EngineSettings, Index, NoObserver};
 use gateway::fingerprint::Fingerprint;
 use gateway::ingest::Signal;
-use gateway::k8s::store::{RrStore, StoreError};
-use gateway::k8s::types::{
-    DeduplicationStatus, RemediationRequest, RemediationRequestStatus, ResourceRef, SignalSource,
-    StormAggregationStatus,
-};
+use gateway::k8s::types::{ResourceRef, SignalSource};
 use gateway::processor::{Outcome, ProcessError, Processor};
 use gateway::storm::StormRule;
 use gateway::telemetry::Metrics;
 use proptest::prelude::*;
-
-/// RRs with apiserver-like optimistic concurrency, plus fault injection.
-#[derive(Default)]
-struct FakeStore {
-    rrs: Mutex<BTreeMap<String, RemediationRequest>>,
-    next_rv: AtomicU64,
-    /// Every n-th call fails with Unavailable before touching anything (0 = never).
-    fail_every: AtomicU64,
-    calls: AtomicU64,
-}
-
-impl FakeStore {
-    fn bump(&self) -> String {
-        (self.next_rv.fetch_add(1, Ordering::SeqCst) + 1).to_string()
-    }
-
-    async fn maybe_fail(&self) -> Result<(), StoreError> {
-        // Yield so concurrent signals really interleave with in-flight calls.
-        tokio::task::yield_now().await;
-        let n = self.fail_every.load(Ordering::SeqCst);
-        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if n > 0 && call % n == 0 {
-            return Err(StoreError::Unavailable("injected".into()));
-        }
-        Ok(())
-    }
-
-    /// The orchestrator finishing the active RR of a fingerprint.
-    fn terminate_active(&self, fingerprint: &str) {
-        let mut rrs = self.rrs.lock().unwrap();
-        for rr in rrs
-            .values_mut()
-            .filter(|rr| rr.spec.signal_fingerprint == fingerprint)
-        {
-            let status = rr
-                .status
-                .get_or_insert_with(RemediationRequestStatus::default);
-            if status.overall_phase.as_deref() != Some("Completed") {
-                status.overall_phase = Some("Completed".into());
-                rr.metadata.resource_version = Some(self.bump());
-            }
-        }
-    }
-
-    /// Per RR name: (fingerprint, final count).
-    fn counts(&self) -> BTreeMap<String, (String, i64)> {
-        self.rrs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(name, rr)| {
-                let count = rr
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.deduplication.as_ref())
-                    .map_or(1, |d| d.occurrence_count);
-                (name.clone(), (rr.spec.signal_fingerprint.clone(), count))
-            })
-            .collect()
-    }
-}
-
-impl RrStore for FakeStore {
-    async fn create(&self, rr: &RemediationRequest) -> Result<RemediationRequest, StoreError> {
-        self.maybe_fail().await?;
-        let mut rrs = self.rrs.lock().unwrap();
-        let name = rr.metadata.name.clone().unwrap();
-        if rrs.contains_key(&name) {
-            return Err(StoreError::AlreadyExists);
-        }
-        let mut stored = rr.clone();
-        stored.status = None;
-        stored.metadata.resource_version = Some(self.bump());
-        rrs.insert(name, stored.clone());
-        Ok(stored)
-    }
-
-    async fn patch_status(
-        &self,
-        name: &str,
-        patch: &serde_json::Value,
-    ) -> Result<RemediationRequest, StoreError> {
-        self.maybe_fail().await?;
-        let mut rrs = self.rrs.lock().unwrap();
-        let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
-        if let Some(rv) = patch["metadata"]["resourceVersion"].as_str() {
-            if Some(rv) != rr.metadata.resource_version.as_deref() {
-                return Err(StoreError::Conflict);
-            }
-        }
-        let dedup: DeduplicationStatus =
-            serde_json::from_value(patch["status"]["deduplication"].clone()).unwrap();
-        rr.status
-            .get_or_insert_with(RemediationRequestStatus::default)
-            .deduplication = Some(dedup);
-        rr.metadata.resource_version = Some(self.bump());
-        Ok(rr.clone())
-    }
-
-    async fn patch_storm(
-        &self,
-        name: &str,
-        count: i64,
-        storm: &StormAggregationStatus,
-    ) -> Result<(), StoreError> {
-        self.maybe_fail().await?;
-        let mut rrs = self.rrs.lock().unwrap();
-        let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
-        let status = rr
-            .status
-            .get_or_insert_with(RemediationRequestStatus::default);
-        if status.deduplication.as_ref().map(|d| d.occurrence_count) != Some(count) {
-            return Err(StoreError::Invalid("test failed".into()));
-        }
-        status.storm_aggregation = Some(storm.clone());
-        Ok(())
-    }
-
-    async fn get(&self, name: &str) -> Result<RemediationRequest, StoreError> {
-        self.maybe_fail().await?;
-        self.rrs
-            .lock()
-            .unwrap()
-            .get(name)
-            .cloned()
-            .ok_or(StoreError::NotFound)
-    }
-}
+use support::fake::FakeStore;
 
 fn fingerprint(i: u8) -> Fingerprint {
     Fingerprint::of(None, "ns", "Pod", &format!("pod-{i}"))

@@ -111,7 +111,9 @@ pub async fn run<S: RrStore>(
     concurrency: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
+    // The first tick one interval from now (not immediately), so a state offered right after
+    // start-up waits like any other.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = tokio::select! {

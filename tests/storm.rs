@@ -1,0 +1,304 @@
+//! Storm aggregation (DESIGN.md §6). The rule against an injected clock and the engine over
+//! the in-memory store (logic), then real gateway processes against the real control plane
+//! (convergence across replicas, coalescing, shutdown flush, sync mode).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::future::join_all;
+use gateway::clock::{Clock, ManualClock};
+use gateway::config::StormUpdates;
+use gateway::dedup::{Engine, EngineSettings, Index};
+use gateway::fingerprint::Fingerprint;
+use gateway::ingest::Signal;
+use gateway::k8s::types::{ResourceRef, SignalSource, StormAggregationStatus};
+use gateway::processor::{Outcome, Processor};
+use gateway::storm::{Storm, StormQueue, StormRule};
+use gateway::telemetry::Metrics;
+use support::fake::FakeStore;
+use support::{Gateway, Http, alert, eventually, pod_fingerprint, rrs_of};
+
+fn signal(pod: &str) -> Signal {
+    Signal {
+        fingerprint: Fingerprint::of(None, "ns", "Pod", pod),
+        name: "HighLatency".into(),
+        severity: "critical".into(),
+        source: SignalSource::Prometheus,
+        resource: ResourceRef {
+            kind: "Pod".into(),
+            name: pod.into(),
+            namespace: Some("ns".into()),
+            api_version: None,
+        },
+        cluster: None,
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        firing_time: jiff::Timestamp::now(),
+        raw: "{}".into(),
+    }
+}
+
+/// An engine in `sync` storm mode over the fake store, driven by a manual clock.
+fn engine(
+    store: &Arc<FakeStore>,
+    clock: &ManualClock,
+    threshold: u32,
+    window: Duration,
+) -> Engine<Arc<FakeStore>, Storm<FakeStore>> {
+    let rule = StormRule {
+        threshold,
+        window,
+        history_size: 64,
+    };
+    let metrics = Metrics::new();
+    let queue = Arc::new(StormQueue::new(100, metrics.clone()));
+    let storm = Storm::new(
+        rule,
+        StormUpdates::Sync,
+        queue,
+        store.clone(),
+        metrics.clone(),
+    );
+    let settings = EngineSettings {
+        namespace: "ns".into(),
+        rule,
+        max_attempts: 16,
+    };
+    Engine::new(
+        store.clone(),
+        Arc::new(Index::new()),
+        settings,
+        Arc::new(clock.clone()),
+        metrics,
+        storm,
+    )
+}
+
+fn start() -> ManualClock {
+    ManualClock::new("2026-03-01T12:00:00Z".parse().unwrap())
+}
+
+#[tokio::test]
+async fn threshold_crossed_at_exactly_the_threshold_th_occurrence_in_the_window() {
+    let (store, clock) = (Arc::new(FakeStore::default()), start());
+    let engine = engine(&store, &clock, 5, Duration::from_secs(60));
+    let fp = Fingerprint::of(None, "ns", "Pod", "a").to_string();
+    for _ in 0..4 {
+        engine.process(signal("a")).await.unwrap();
+        assert_eq!(store.storm_of(&fp), None);
+        clock.advance(Duration::from_secs(15));
+    }
+    // 5th occurrence, exactly 60 s after the 1st.
+    clock.set("2026-03-01T12:01:00Z".parse().unwrap());
+    engine.process(signal("a")).await.unwrap();
+    let storm = store.storm_of(&fp).expect("storm at the 5th occurrence");
+    assert!(storm.is_part_of_storm);
+    assert_eq!((storm.aggregated_count, storm.window_occurrences), (1, 5));
+    assert_eq!(storm.storm_detected_at.unwrap().0, clock.now());
+    engine.process(signal("a")).await.unwrap();
+    assert_eq!(store.storm_of(&fp).unwrap().aggregated_count, 2);
+}
+
+#[tokio::test]
+async fn no_storm_when_spread_wider_than_the_window() {
+    let (store, clock) = (Arc::new(FakeStore::default()), start());
+    let engine = engine(&store, &clock, 5, Duration::from_secs(60));
+    for _ in 0..30 {
+        engine.process(signal("b")).await.unwrap();
+        clock.advance(Duration::from_millis(15_001));
+    }
+    assert_eq!(
+        store.storm_of(&Fingerprint::of(None, "ns", "Pod", "b").to_string()),
+        None
+    );
+}
+
+#[tokio::test]
+async fn lifetime_mode_ignores_time() {
+    let (store, clock) = (Arc::new(FakeStore::default()), start());
+    let engine = engine(&store, &clock, 5, Duration::ZERO);
+    let fp = Fingerprint::of(None, "ns", "Pod", "c").to_string();
+    for i in 1..=5 {
+        assert_eq!(store.storm_of(&fp), None, "before occurrence {i}");
+        engine.process(signal("c")).await.unwrap();
+        clock.advance(Duration::from_secs(86_400));
+    }
+    let storm = store.storm_of(&fp).unwrap();
+    assert_eq!((storm.aggregated_count, storm.window_occurrences), (1, 5));
+}
+
+#[tokio::test]
+async fn a_failing_storm_patch_changes_no_response() {
+    let run = |fail: bool| async move {
+        let (store, clock) = (Arc::new(FakeStore::default()), start());
+        store.fail_storm.store(fail, Ordering::SeqCst);
+        let engine = engine(&store, &clock, 2, Duration::from_secs(60));
+        let mut outcomes = Vec::new();
+        for _ in 0..6 {
+            outcomes.push(engine.process(signal("d")).await.unwrap());
+            clock.advance(Duration::from_secs(1));
+        }
+        (outcomes, store.storm_writes.load(Ordering::SeqCst))
+    };
+    let (healthy, written) = run(false).await;
+    let (failing, failed_written) = run(true).await;
+    assert_eq!(
+        healthy, failing,
+        "identical answers whether storm writes work or not"
+    );
+    assert!(written > 0 && failed_written == 0);
+    assert!(matches!(
+        failing.last(),
+        Some(Outcome::Duplicate { count: 6, .. })
+    ));
+}
+
+// ---- real control plane ----
+
+async fn namespace(prefix: &str) -> (String, kube::Client, std::path::PathBuf) {
+    let plane = gateway_envtest::shared().await.unwrap();
+    let ns = plane.create_namespace(prefix).await.unwrap();
+    let client = plane.client().unwrap();
+    support::warm_up(&client, &ns).await;
+    (ns, client, plane.kubeconfig_path().to_path_buf())
+}
+
+async fn storm_of(client: &kube::Client, ns: &str, pod: &str) -> Option<StormAggregationStatus> {
+    let rr = rrs_of(client, ns, &pod_fingerprint(ns, pod))
+        .await
+        .into_iter()
+        .next()?;
+    rr.status?.storm_aggregation
+}
+
+async fn send(http: &Http, gateways: &[Gateway], ns: &str, pod: &str, n: usize) {
+    let answers = join_all((0..n).map(|i| {
+        let url = format!(
+            "{}/api/v1/signals/prometheus",
+            gateways[i % gateways.len()].api
+        );
+        let (http, body) = (http.clone(), alert("Flapping", ns, pod));
+        async move { http.post(&url, &body).await.0 }
+    }))
+    .await;
+    assert!(
+        answers.iter().all(|s| *s == 201 || *s == 202),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_converge_on_the_single_replica_values() {
+    let (ns, client, kubeconfig) = namespace("storm-conv").await;
+    let http = Http::new();
+    let three: Vec<Gateway> = (0..3)
+        .map(|_| Gateway::start(&kubeconfig, &ns, &[]))
+        .collect();
+    for g in &three {
+        g.ready(&http).await;
+    }
+    // The first occurrence creates the RR; the rest arrive at once, spread over replicas.
+    send(&http, &three[..1], &ns, "multi", 1).await;
+    send(&http, &three, &ns, "multi", 29).await;
+    send(&http, &three[..1], &ns, "single", 1).await;
+    send(&http, &three[..1], &ns, "single", 29).await;
+
+    let expected =
+        |s: &StormAggregationStatus| s.aggregated_count == 26 && s.window_occurrences == 30;
+    let multi = eventually(
+        Duration::from_secs(10),
+        "3-replica storm status",
+        || async { storm_of(&client, &ns, "multi").await.filter(expected) },
+    )
+    .await;
+    let single = eventually(
+        Duration::from_secs(10),
+        "1-replica storm status",
+        || async { storm_of(&client, &ns, "single").await.filter(expected) },
+    )
+    .await;
+    for storm in [&multi, &single] {
+        assert!(storm.is_part_of_storm);
+        let id = storm.storm_id.as_deref().unwrap();
+        assert!(
+            id.starts_with("storm-") && id.len() == "storm-".len() + 8 + 1 + 8,
+            "{id}"
+        );
+        assert!(storm.storm_detected_at.is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_1000_duplicates_coalesces_storm_writes() {
+    let (ns, client, kubeconfig) = namespace("storm-burst").await;
+    let http = Http::new();
+    let gateway = Gateway::start(&kubeconfig, &ns, &[]);
+    gateway.ready(&http).await;
+    send(&http, std::slice::from_ref(&gateway), &ns, "burst", 1).await;
+    for _ in 0..10 {
+        send(&http, std::slice::from_ref(&gateway), &ns, "burst", 100).await;
+    }
+    eventually(Duration::from_secs(10), "final storm status", || async {
+        storm_of(&client, &ns, "burst")
+            .await
+            .filter(|s| s.aggregated_count == 1001 - 5 + 1)
+    })
+    .await;
+    let patches = gateway
+        .metric(&http, "gateway_storm_patches_total", &[])
+        .await;
+    let coalesced = gateway
+        .metric(&http, "gateway_storm_coalesced_total", &[])
+        .await;
+    assert!(
+        patches >= 1.0 && patches < 100.0,
+        "{patches} storm patches for 1000 signals"
+    );
+    assert!(coalesced > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_the_pending_storm_state() {
+    let (ns, client, kubeconfig) = namespace("storm-stop").await;
+    let http = Http::new();
+    let gateway = Gateway::start(&kubeconfig, &ns, &["--storm-flush-interval", "1h"]);
+    gateway.ready(&http).await;
+    send(&http, std::slice::from_ref(&gateway), &ns, "stop", 1).await;
+    send(&http, std::slice::from_ref(&gateway), &ns, "stop", 6).await;
+    assert_eq!(
+        storm_of(&client, &ns, "stop").await,
+        None,
+        "nothing written before shutdown"
+    );
+    let status = tokio::task::spawn_blocking(move || gateway.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let storm = storm_of(&client, &ns, "stop")
+        .await
+        .expect("flushed on shutdown");
+    assert_eq!(storm.aggregated_count, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_writes_before_responding() {
+    let (ns, client, kubeconfig) = namespace("storm-sync").await;
+    let http = Http::new();
+    let gateway = Gateway::start(&kubeconfig, &ns, &["--storm-updates", "sync"]);
+    gateway.ready(&http).await;
+    let gateways = std::slice::from_ref(&gateway);
+    for _ in 0..4 {
+        send(&http, gateways, &ns, "sync", 1).await;
+    }
+    assert_eq!(storm_of(&client, &ns, "sync").await, None);
+    send(&http, gateways, &ns, "sync", 1).await;
+    let storm = storm_of(&client, &ns, "sync")
+        .await
+        .expect("written before the 5th response");
+    assert_eq!(storm.aggregated_count, 1);
+}

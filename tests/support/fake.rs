@@ -1,0 +1,159 @@
+//! An in-memory [`RrStore`] with apiserver-like optimistic concurrency and fault injection,
+//! for logic tests of the engine. What the real apiserver promises is tested against it in the
+//! cluster tests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use gateway::k8s::store::{RrStore, StoreError};
+use gateway::k8s::types::{
+    DeduplicationStatus, RemediationRequest, RemediationRequestStatus, StormAggregationStatus,
+};
+
+/// RRs with apiserver-like optimistic concurrency, plus fault injection.
+#[derive(Default)]
+pub struct FakeStore {
+    pub rrs: Mutex<BTreeMap<String, RemediationRequest>>,
+    pub next_rv: AtomicU64,
+    /// Every n-th call fails with Unavailable before touching anything (0 = never).
+    pub fail_every: AtomicU64,
+    /// Storm patches fail (Unavailable) while set.
+    pub fail_storm: AtomicBool,
+    /// Storm patches taken.
+    pub storm_writes: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl FakeStore {
+    fn bump(&self) -> String {
+        (self.next_rv.fetch_add(1, Ordering::SeqCst) + 1).to_string()
+    }
+
+    async fn maybe_fail(&self) -> Result<(), StoreError> {
+        // Yield so concurrent signals really interleave with in-flight calls.
+        tokio::task::yield_now().await;
+        let n = self.fail_every.load(Ordering::SeqCst);
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > 0 && call % n == 0 {
+            return Err(StoreError::Unavailable("injected".into()));
+        }
+        Ok(())
+    }
+
+    /// The orchestrator finishing the active RR of a fingerprint.
+    pub fn terminate_active(&self, fingerprint: &str) {
+        let mut rrs = self.rrs.lock().unwrap();
+        for rr in rrs
+            .values_mut()
+            .filter(|rr| rr.spec.signal_fingerprint == fingerprint)
+        {
+            let status = rr
+                .status
+                .get_or_insert_with(RemediationRequestStatus::default);
+            if status.overall_phase.as_deref() != Some("Completed") {
+                status.overall_phase = Some("Completed".into());
+                rr.metadata.resource_version = Some(self.bump());
+            }
+        }
+    }
+
+    /// Per RR name: (fingerprint, final count).
+    pub fn counts(&self) -> BTreeMap<String, (String, i64)> {
+        self.rrs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, rr)| {
+                let count = rr
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.deduplication.as_ref())
+                    .map_or(1, |d| d.occurrence_count);
+                (name.clone(), (rr.spec.signal_fingerprint.clone(), count))
+            })
+            .collect()
+    }
+}
+
+impl RrStore for FakeStore {
+    async fn create(&self, rr: &RemediationRequest) -> Result<RemediationRequest, StoreError> {
+        self.maybe_fail().await?;
+        let mut rrs = self.rrs.lock().unwrap();
+        let name = rr.metadata.name.clone().unwrap();
+        if rrs.contains_key(&name) {
+            return Err(StoreError::AlreadyExists);
+        }
+        let mut stored = rr.clone();
+        stored.status = None;
+        stored.metadata.resource_version = Some(self.bump());
+        rrs.insert(name, stored.clone());
+        Ok(stored)
+    }
+
+    async fn patch_status(
+        &self,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<RemediationRequest, StoreError> {
+        self.maybe_fail().await?;
+        let mut rrs = self.rrs.lock().unwrap();
+        let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
+        if let Some(rv) = patch["metadata"]["resourceVersion"].as_str() {
+            if Some(rv) != rr.metadata.resource_version.as_deref() {
+                return Err(StoreError::Conflict);
+            }
+        }
+        let dedup: DeduplicationStatus =
+            serde_json::from_value(patch["status"]["deduplication"].clone()).unwrap();
+        rr.status
+            .get_or_insert_with(RemediationRequestStatus::default)
+            .deduplication = Some(dedup);
+        rr.metadata.resource_version = Some(self.bump());
+        Ok(rr.clone())
+    }
+
+    async fn patch_storm(
+        &self,
+        name: &str,
+        count: i64,
+        storm: &StormAggregationStatus,
+    ) -> Result<(), StoreError> {
+        self.maybe_fail().await?;
+        if self.fail_storm.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected storm failure".into()));
+        }
+        let mut rrs = self.rrs.lock().unwrap();
+        let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
+        self.storm_writes.fetch_add(1, Ordering::SeqCst);
+        let status = rr
+            .status
+            .get_or_insert_with(RemediationRequestStatus::default);
+        if status.deduplication.as_ref().map(|d| d.occurrence_count) != Some(count) {
+            return Err(StoreError::Invalid("test failed".into()));
+        }
+        status.storm_aggregation = Some(storm.clone());
+        Ok(())
+    }
+
+    async fn get(&self, name: &str) -> Result<RemediationRequest, StoreError> {
+        self.maybe_fail().await?;
+        self.rrs
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or(StoreError::NotFound)
+    }
+}
+
+impl FakeStore {
+    /// The storm block of the only RR of a fingerprint.
+    pub fn storm_of(&self, fingerprint: &str) -> Option<StormAggregationStatus> {
+        let rrs = self.rrs.lock().unwrap();
+        let rr = rrs
+            .values()
+            .find(|rr| rr.spec.signal_fingerprint == fingerprint)?;
+        rr.status.as_ref()?.storm_aggregation.clone()
+    }
+}
