@@ -114,6 +114,7 @@ where
         app.metrics.rejected_overload.increment(1);
         ApiError::Overloaded
     })?;
+    let _gauge = InFlight::enter(&app.metrics.in_flight);
     let x_timestamp = request
         .headers()
         .get("x-timestamp")
@@ -401,4 +402,20 @@ struct Summary {
     deduplicated: usize,
     rejected: usize,
     failed: usize,
+}
+
+/// Keeps `gateway_in_flight_requests` up to date for the life of a request.
+struct InFlight<'a>(&'a metrics::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
