@@ -1,7 +1,11 @@
 //! The checked-in CRD must be exactly what the Rust types generate. Regenerate with
 //! `UPDATE_CRD=1 cargo test --test crd_checked_in`.
+#![allow(clippy::unwrap_used)]
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/remediationrequests.yaml");
+const PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/crds/remediationrequests.yaml"
+);
 
 #[test]
 fn checked_in_crd_matches_the_types() {

@@ -35,7 +35,7 @@ impl FakeStore {
         tokio::task::yield_now().await;
         let n = self.fail_every.load(Ordering::SeqCst);
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if n > 0 && call % n == 0 {
+        if n > 0 && call.is_multiple_of(n) {
             return Err(StoreError::Unavailable("injected".into()));
         }
         Ok(())
@@ -99,10 +99,10 @@ impl RrStore for FakeStore {
         self.maybe_fail().await?;
         let mut rrs = self.rrs.lock().unwrap();
         let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
-        if let Some(rv) = patch["metadata"]["resourceVersion"].as_str() {
-            if Some(rv) != rr.metadata.resource_version.as_deref() {
-                return Err(StoreError::Conflict);
-            }
+        if let Some(rv) = patch["metadata"]["resourceVersion"].as_str()
+            && Some(rv) != rr.metadata.resource_version.as_deref()
+        {
+            return Err(StoreError::Conflict);
         }
         let dedup: DeduplicationStatus =
             serde_json::from_value(patch["status"]["deduplication"].clone()).unwrap();
