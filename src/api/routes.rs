@@ -13,6 +13,7 @@ use super::{ApiError, App};
 use crate::ingest::adapters::{alertmanager, kubernetes_event};
 use crate::ingest::{Rejection, Signal};
 use crate::processor::{Outcome, ProcessError, Processor};
+use crate::telemetry;
 
 /// Path of the Alertmanager route.
 pub const PROMETHEUS_PATH: &str = "/api/v1/signals/prometheus";
@@ -26,11 +27,11 @@ enum Route {
 }
 
 impl Route {
-    fn label(route: Option<Route>) -> &'static str {
+    fn label(route: Option<Route>) -> telemetry::Route {
         match route {
-            Some(Route::Prometheus) => "prometheus",
-            Some(Route::Event) => "kubernetes-event",
-            None => "other",
+            Some(Route::Prometheus) => telemetry::Route::Prometheus,
+            Some(Route::Event) => telemetry::Route::KubernetesEvent,
+            None => telemetry::Route::Other,
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::k8s::types::{
 };
 use crate::processor::{Outcome, ProcessError, Processor};
 use crate::storm::{History, StormRule};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Outcome as CallOutcome};
 
 /// Notified of every committed duplicate write, in commit order per fingerprint, before the
 /// signals it counted are answered (the storm status hooks in here).
@@ -196,14 +196,14 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
                         }
                         Err(StoreError::AlreadyExists) => {
                             // A racing create won (or a terminal RR holds the name): learn it.
-                            inner.metrics.creation_error("already_exists");
+                            inner.metrics.creation_error(CallOutcome::AlreadyExists);
                             if let Err(error) = self.refresh(&fingerprint, &name).await {
                                 fail(pending, error);
                                 return;
                             }
                         }
                         Err(error) => {
-                            inner.metrics.creation_error(creation_error_type(&error));
+                            inner.metrics.creation_error(error.outcome());
                             fail(pending, to_process_error(error));
                             return;
                         }
@@ -416,17 +416,6 @@ fn to_process_error(error: StoreError) -> ProcessError {
         // Conflict / AlreadyExists / NotFound are handled where they can occur; reaching here
         // with them, or with a refused object, is a bug.
         other => ProcessError::Internal(other.to_string()),
-    }
-}
-
-fn creation_error_type(error: &StoreError) -> &'static str {
-    match error {
-        StoreError::AlreadyExists => "already_exists",
-        StoreError::Conflict => "conflict",
-        StoreError::NotFound => "not_found",
-        StoreError::Timeout(_) => "timeout",
-        StoreError::Unavailable(_) => "unavailable",
-        StoreError::Invalid(_) => "invalid",
     }
 }
 

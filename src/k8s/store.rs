@@ -12,7 +12,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use super::breaker::Breaker;
 use super::types::{RemediationRequest, StormAggregationStatus};
 use crate::api::Health;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Outcome, Verb};
 
 /// Why a call failed, sorted by what the caller does about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +36,20 @@ pub enum StoreError {
     /// The apiserver refused the object (400/422): a bug in what the gateway sent.
     #[error("invalid: {0}")]
     Invalid(String),
+}
+
+impl StoreError {
+    /// The telemetry outcome label of this error.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            StoreError::AlreadyExists => Outcome::AlreadyExists,
+            StoreError::Conflict => Outcome::Conflict,
+            StoreError::NotFound => Outcome::NotFound,
+            StoreError::Timeout(_) => Outcome::Timeout,
+            StoreError::Unavailable(_) => Outcome::Unavailable,
+            StoreError::Invalid(_) => Outcome::Invalid,
+        }
+    }
 }
 
 /// RR calls used by the dedup engine and the storm queue.
@@ -100,12 +114,12 @@ impl KubeStore {
         }
     }
 
-    async fn call<T, F>(&self, verb: &'static str, call: F) -> Result<T, StoreError>
+    async fn call<T, F>(&self, verb: Verb, call: F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, kube::Error>>,
     {
         if !self.breaker.allow() {
-            self.metrics.k8s_request(verb, "breaker_open", 0.0);
+            self.metrics.k8s_request(verb, Outcome::BreakerOpen, 0.0);
             return Err(StoreError::Unavailable("circuit breaker open".into()));
         }
         let started = Instant::now();
@@ -115,13 +129,8 @@ impl KubeStore {
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
         let outcome = match &result {
-            Ok(_) => "success",
-            Err(StoreError::AlreadyExists) => "already_exists",
-            Err(StoreError::Conflict) => "conflict",
-            Err(StoreError::NotFound) => "not_found",
-            Err(StoreError::Timeout(_)) => "timeout",
-            Err(StoreError::Unavailable(_)) => "unavailable",
-            Err(StoreError::Invalid(_)) => "invalid",
+            Ok(_) => Outcome::Success,
+            Err(error) => error.outcome(),
         };
         self.metrics
             .k8s_request(verb, outcome, started.elapsed().as_secs_f64());
@@ -137,7 +146,7 @@ impl KubeStore {
 
 impl RrStore for KubeStore {
     async fn create(&self, rr: &RemediationRequest) -> Result<RemediationRequest, StoreError> {
-        self.call("create", self.api.create(&PostParams::default(), rr))
+        self.call(Verb::Create, self.api.create(&PostParams::default(), rr))
             .await
     }
 
@@ -147,7 +156,7 @@ impl RrStore for KubeStore {
         patch: &serde_json::Value,
     ) -> Result<RemediationRequest, StoreError> {
         self.call(
-            "patch",
+            Verb::Patch,
             self.api
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(patch)),
         )
@@ -166,7 +175,7 @@ impl RrStore for KubeStore {
         ]))
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
         self.call(
-            "patch_storm",
+            Verb::PatchStorm,
             self.api
                 .patch_status(name, &PatchParams::default(), &Patch::Json::<()>(patch)),
         )
@@ -175,7 +184,7 @@ impl RrStore for KubeStore {
     }
 
     async fn get(&self, name: &str) -> Result<RemediationRequest, StoreError> {
-        self.call("get", self.api.get(name)).await
+        self.call(Verb::Get, self.api.get(name)).await
     }
 }
 

@@ -6,7 +6,7 @@
 
 pub mod names;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -140,6 +140,7 @@ pub struct Metrics {
     pub storm_patches_ok: Counter,
     /// `gateway_storm_patches_total{outcome="error"}`.
     pub storm_patches_error: Counter,
+    labelled: Arc<Labelled>,
 }
 
 impl Metrics {
@@ -162,53 +163,140 @@ impl Metrics {
             storm_queue_overflow: metrics::counter!(names::STORM_QUEUE_OVERFLOW),
             storm_patches_ok: metrics::counter!(names::STORM_PATCHES, "outcome" => "success"),
             storm_patches_error: metrics::counter!(names::STORM_PATCHES, "outcome" => "error"),
+            labelled: Arc::default(),
         }
     }
 
-    /// `gateway_http_request_duration_seconds{route,status}`. Both labels come from fixed
-    /// sets: the route names of the API and the status codes it can answer.
-    pub fn http_request(&self, route: &'static str, status: u16, seconds: f64) {
-        metrics::histogram!(names::HTTP_REQUEST_DURATION, "route" => route, "status" => status_label(status))
+    /// `gateway_http_request_duration_seconds{route,status}`.
+    pub fn http_request(&self, route: Route, status: u16, seconds: f64) {
+        let status = STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(STATUSES.len());
+        self.labelled.http[route as usize * (STATUSES.len() + 1) + status]
+            .get_or_init(|| {
+                let status = STATUS_LABELS[status];
+                metrics::histogram!(names::HTTP_REQUEST_DURATION, "route" => route.label(), "status" => status)
+            })
             .record(seconds);
     }
 
     /// `gateway_k8s_requests_total{verb,outcome}` and `gateway_k8s_request_duration_seconds{verb}`.
-    pub fn k8s_request(&self, verb: &'static str, outcome: &'static str, seconds: f64) {
-        metrics::counter!(names::K8S_REQUESTS, "verb" => verb, "outcome" => outcome).increment(1);
-        k8s_duration(verb).record(seconds);
+    pub fn k8s_request(&self, verb: Verb, outcome: Outcome, seconds: f64) {
+        self.labelled.k8s_calls[verb as usize * OUTCOMES.len() + outcome as usize]
+            .get_or_init(|| {
+                metrics::counter!(names::K8S_REQUESTS, "verb" => verb.label(), "outcome" => OUTCOMES[outcome as usize])
+            })
+            .increment(1);
+        self.labelled.k8s_durations[verb as usize]
+            .get_or_init(
+                || metrics::histogram!(names::K8S_REQUEST_DURATION, "verb" => verb.label()),
+            )
+            .record(seconds);
     }
 
     /// `gateway_crd_creation_errors_total{error_type}`.
-    pub fn creation_error(&self, error_type: &'static str) {
-        metrics::counter!(names::CRD_CREATION_ERRORS, "error_type" => error_type).increment(1);
+    pub fn creation_error(&self, error: Outcome) {
+        self.labelled.creation_errors[error as usize]
+            .get_or_init(|| metrics::counter!(names::CRD_CREATION_ERRORS, "error_type" => OUTCOMES[error as usize]))
+            .increment(1);
+    }
+}
+
+/// Route label values of the API listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/api/v1/signals/prometheus`.
+    Prometheus = 0,
+    /// `/api/v1/signals/kubernetes-event`.
+    KubernetesEvent = 1,
+    /// Anything else (404s).
+    Other = 2,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        ["prometheus", "kubernetes-event", "other"][self as usize]
+    }
+}
+
+/// Kubernetes verbs the gateway uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// POST an RR.
+    Create = 0,
+    /// Merge-patch of `status.deduplication`.
+    Patch = 1,
+    /// GET one RR after a lost race.
+    Get = 2,
+    /// JSON patch of `status.stormAggregation`.
+    PatchStorm = 3,
+}
+
+impl Verb {
+    fn label(self) -> &'static str {
+        ["create", "patch", "get", "patch_storm"][self as usize]
+    }
+}
+
+/// Outcomes of a Kubernetes call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx.
+    Success = 0,
+    /// 409 AlreadyExists.
+    AlreadyExists = 1,
+    /// 409 Conflict.
+    Conflict = 2,
+    /// 404.
+    NotFound = 3,
+    /// The deadline passed.
+    Timeout = 4,
+    /// No connection, 5xx, 429, 401/403.
+    Unavailable = 5,
+    /// 400/422.
+    Invalid = 6,
+    /// Not sent: the circuit breaker is open.
+    BreakerOpen = 7,
+}
+
+const OUTCOMES: [&str; 8] = [
+    "success",
+    "already_exists",
+    "conflict",
+    "not_found",
+    "timeout",
+    "unavailable",
+    "invalid",
+    "breaker_open",
+];
+const STATUSES: [u16; 11] = [200, 201, 202, 207, 400, 404, 405, 413, 415, 500, 503];
+const STATUS_LABELS: [&str; 12] = [
+    "200", "201", "202", "207", "400", "404", "405", "413", "415", "500", "503", "other",
+];
+
+/// Labelled series, registered on first use and cached, so the hot path never hashes labels.
+struct Labelled {
+    http: [OnceLock<Histogram>; 3 * 12],
+    k8s_calls: [OnceLock<Counter>; 4 * 8],
+    k8s_durations: [OnceLock<Histogram>; 4],
+    creation_errors: [OnceLock<Counter>; 8],
+}
+
+impl Default for Labelled {
+    fn default() -> Self {
+        Labelled {
+            http: std::array::from_fn(|_| OnceLock::new()),
+            k8s_calls: std::array::from_fn(|_| OnceLock::new()),
+            k8s_durations: std::array::from_fn(|_| OnceLock::new()),
+            creation_errors: std::array::from_fn(|_| OnceLock::new()),
+        }
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-fn k8s_duration(verb: &'static str) -> Histogram {
-    metrics::histogram!(names::K8S_REQUEST_DURATION, "verb" => verb)
-}
-
-/// Status codes as static label values, so recording allocates nothing.
-fn status_label(status: u16) -> &'static str {
-    match status {
-        200 => "200",
-        201 => "201",
-        202 => "202",
-        207 => "207",
-        400 => "400",
-        404 => "404",
-        405 => "405",
-        413 => "413",
-        415 => "415",
-        500 => "500",
-        503 => "503",
-        _ => "other",
     }
 }
 
