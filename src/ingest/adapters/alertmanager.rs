@@ -107,8 +107,10 @@ pub fn parse(
     now: Timestamp,
 ) -> Result<Vec<Result<Signal, Rejection>>, Rejection> {
     let header_checked = check_x_timestamp(x_timestamp, now)?;
-    let webhook: Webhook<'_> =
-        simd_json::from_slice(body).map_err(|e| Rejection::MalformedJson(e.to_string()))?;
+    let webhook: Webhook<'_> = super::wire::with_simd_buffers(|buffers| {
+        simd_json::serde::from_slice_with_buffers(body, buffers)
+    })
+    .map_err(|e| Rejection::MalformedJson(e.to_string()))?;
     signals(webhook, header_checked, now)
 }
 
@@ -624,6 +626,31 @@ mod tests {
             parse(&mut body, None, now()),
             Err(Rejection::MalformedJson(_))
         ));
+    }
+
+    #[test]
+    fn reused_parse_buffers_carry_nothing_over() {
+        // The thread's simd-json buffers grow on a large body, then serve a malformed and a
+        // small one: each result must be what a fresh parse gives.
+        let big = webhook(
+            (0..200)
+                .map(|i| alert(json!({"alertname": "A", "pod": format!("p{i}")})))
+                .collect(),
+        );
+        assert_eq!(run(&big).unwrap().len(), 200);
+        let mut broken = br#"{"alerts": [{"labels": {"alertname": "#.to_vec();
+        assert!(matches!(
+            parse(&mut broken, None, now()),
+            Err(Rejection::MalformedJson(_))
+        ));
+        let small = one(&webhook(vec![alert(
+            json!({"alertname": "B", "node": "n1"}),
+        )]))
+        .unwrap();
+        assert_eq!(
+            (small.name.as_str(), small.resource.name.as_str()),
+            ("B", "n1")
+        );
     }
 
     // ---- freshness: X-Timestamp ----

@@ -121,7 +121,10 @@ const ANNOTATION_LAST_TIMESTAMP: &str = "kubernaut.io/last-timestamp";
 /// `metadata.namespace`, else `default`; none for [`CLUSTER_SCOPED_KINDS`].
 pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
     let malformed = |e: simd_json::Error| Rejection::MalformedJson(e.to_string());
-    let dom = simd_json::to_borrowed_value(body).map_err(malformed)?;
+    let dom = super::wire::with_simd_buffers(|buffers| {
+        simd_json::to_borrowed_value_with_buffers(body, buffers)
+    })
+    .map_err(malformed)?;
     let event: Event<'_> = simd_json::serde::from_refborrowed_value(&dom).map_err(malformed)?;
 
     let event_type = non_empty(&event.type_).ok_or(Rejection::MissingField("type"))?;

@@ -6,11 +6,29 @@
 //! deserializer offers one and falls back to an owned copy (serde_json, escaped strings).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
+
+thread_local! {
+    /// simd-json's scratch space (padded input copy, structural index, string buffer), kept per
+    /// thread: allocating it afresh for every body was the largest cost of a parse. It grows to
+    /// the largest body the thread has parsed, bounded by the API's body limit (about three times
+    /// 256 KiB per thread at worst).
+    static SIMD_BUFFERS: RefCell<simd_json::Buffers> = RefCell::new(simd_json::Buffers::default());
+}
+
+/// Runs `f` with this thread's simd-json buffers. Nothing parses re-entrantly, but should the
+/// buffers be in use, `f` gets fresh ones rather than a panic.
+pub(crate) fn with_simd_buffers<T>(f: impl FnOnce(&mut simd_json::Buffers) -> T) -> T {
+    SIMD_BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => f(&mut buffers),
+        Err(_) => f(&mut simd_json::Buffers::default()),
+    })
+}
 
 /// A JSON string, borrowed from the body when possible.
 #[derive(Clone, Debug, PartialEq, Eq)]
