@@ -1,0 +1,185 @@
+//! Black-box tests of the adapters through the library's public surface, on the fuzz seed
+//! corpus (`fuzz/seeds/`: realistic Alertmanager v4 and core/v1 Event payloads) and on every
+//! input the fuzzers ever found a crash with (`fuzz/regressions/`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use gateway::fingerprint::Fingerprint;
+use gateway::ingest::adapters::{alertmanager, kubernetes_event};
+use gateway::ingest::{Rejection, Signal};
+use jiff::Timestamp;
+
+/// The fuzz targets' fixed clock; the seeds' timestamps are written against it.
+fn now() -> Timestamp {
+    Timestamp::from_second(1_772_366_400).unwrap()
+}
+
+fn seed(target: &str, name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(target)
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    out.sort();
+    out
+}
+
+fn alerts(name: &str) -> Result<Vec<Result<Signal, Rejection>>, Rejection> {
+    let mut body = seed("alertmanager", name);
+    alertmanager::parse(&mut body, None, now())
+}
+
+fn event(name: &str) -> Result<Signal, Rejection> {
+    let mut body = seed("kubernetes_event", name);
+    kubernetes_event::parse(&mut body, now())
+}
+
+#[test]
+fn alertmanager_single_crashlooping_pod() {
+    let all = alerts("single_pod_crashloop.json").unwrap();
+    let s = all[0].as_ref().unwrap();
+    assert_eq!(s.name, "KubePodCrashLooping");
+    assert_eq!(s.severity, "warning");
+    // kube-state-metrics alerts also carry `service="kube-state-metrics"`: pod wins.
+    assert_eq!(s.resource.kind, "Pod");
+    assert_eq!(s.resource.name, "payment-api-7d9f8b6c5-x2x4z");
+    assert_eq!(s.resource.namespace.as_deref(), Some("payments"));
+    assert_eq!(
+        s.fingerprint,
+        Fingerprint::of(None, "payments", "Pod", "payment-api-7d9f8b6c5-x2x4z")
+    );
+}
+
+#[test]
+fn alertmanager_batch_of_every_kind() {
+    let all = alerts("batch_mixed_kinds.json").unwrap();
+    let kinds: Vec<_> = all
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .map(|s| (s.resource.kind.as_str(), s.resource.namespace.as_deref()))
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            Ok(("Deployment", Some("shop"))),
+            Ok(("Node", None)),
+            Ok(("StatefulSet", Some("db"))),
+            Ok(("DaemonSet", Some("monitoring"))),
+            Ok(("Service", Some("shop"))),
+            Err(&Rejection::NoTargetResource),
+        ]
+    );
+    for s in all.iter().flatten() {
+        assert_eq!(s.cluster.as_deref(), Some("eu-west-1-prod"));
+    }
+}
+
+#[test]
+fn alertmanager_resolved_escaped_and_truncated_groups() {
+    assert!(alerts("resolved.json").unwrap()[0].is_ok());
+
+    let s = alerts("escapes_and_unicode.json")
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert_eq!(s.severity, "P1 \u{2013} page");
+    assert_eq!(s.labels["team"], s.labels["owner"]);
+    assert!(s.annotations["description"].contains('\u{1F680}'));
+    assert!(s.annotations["description"].contains('\0'));
+
+    let all = alerts("truncated_group.json").unwrap();
+    assert_eq!(all.len(), 12);
+    assert!(all.iter().all(Result::is_ok));
+}
+
+#[test]
+fn alertmanager_rejections() {
+    assert_eq!(
+        alerts("missing_alertname.json").unwrap(),
+        vec![Err(Rejection::MissingField("labels.alertname"))]
+    );
+    assert_eq!(alerts("empty_object.json"), Err(Rejection::NoAlerts));
+    assert_eq!(alerts("no_alerts.json"), Err(Rejection::NoAlerts));
+}
+
+#[test]
+fn alertmanager_with_x_timestamp() {
+    let raw = seed("alertmanager", "x_timestamp_header.txt");
+    let text = std::str::from_utf8(&raw).unwrap();
+    let (header, body) = text.split_once('\n').unwrap();
+    let value = header.strip_prefix("X-Timestamp: ").unwrap();
+    let mut body = body.as_bytes().to_vec();
+    let all = alertmanager::parse(&mut body, Some(value.as_bytes()), now()).unwrap();
+    assert!(all[0].is_ok());
+}
+
+#[test]
+fn events_accepted() {
+    let s = event("pod_backoff.json").unwrap();
+    assert_eq!(
+        (s.name.as_str(), s.severity.as_str()),
+        ("BackOff", "Warning")
+    );
+    assert_eq!(s.resource.namespace.as_deref(), Some("payments"));
+
+    let s = event("node_not_ready.json").unwrap();
+    assert_eq!(s.resource.namespace, None);
+    assert_eq!(
+        s.fingerprint,
+        Fingerprint::of(None, "", "Node", "worker-3.example.internal")
+    );
+
+    assert!(event("failed_scheduling.json").is_ok());
+    let s = event("oom_statefulset_error.json").unwrap();
+    assert_eq!(s.severity, "Error");
+    assert_eq!(s.resource.api_version.as_deref(), Some("apps/v1"));
+
+    let s = event("series_no_first_timestamp.json").unwrap();
+    assert_eq!(s.firing_time, "2026-03-01T11:59:50Z".parse().unwrap());
+
+    let s = event("namespace_from_metadata.json").unwrap();
+    assert_eq!(s.resource.namespace.as_deref(), Some("web"));
+}
+
+#[test]
+fn events_rejected() {
+    assert_eq!(
+        event("normal_scheduled.json"),
+        Err(Rejection::UnsupportedEventType("Normal".into()))
+    );
+    assert_eq!(
+        event("missing_reason.json"),
+        Err(Rejection::MissingField("reason"))
+    );
+    // lastTimestamp 11:54:59 is 5 min 1 s before the clock.
+    assert!(matches!(event("stale.json"), Err(Rejection::Freshness(_))));
+}
+
+/// Every input a fuzzer ever crashed on stays here and must now be handled.
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    for path in files("fuzz/regressions/alertmanager") {
+        let data = std::fs::read(&path).unwrap();
+        let mut owned = data.clone();
+        let by_simd = alertmanager::parse(&mut owned, None, now());
+        let by_serde = alertmanager::parse_with_serde_json(&data, None, now());
+        if let (Ok(a), Ok(b)) = (&by_simd, &by_serde) {
+            assert_eq!(a, b, "{}", path.display());
+        }
+    }
+    for path in files("fuzz/regressions/kubernetes_event") {
+        let mut data = std::fs::read(&path).unwrap();
+        let _ = kubernetes_event::parse(&mut data, now());
+    }
+}
