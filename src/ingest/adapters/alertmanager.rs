@@ -1,9 +1,11 @@
 //! Alertmanager webhook payload, version 4 (DESIGN.md §2–3).
 //!
-//! The body is decoded by simd-json straight into borrowed wire structs: no DOM, no copy of any
-//! string until a [`Signal`] is built. Every field Alertmanager sends is declared with its
-//! type, so a wrongly typed value rejects the request just as the kubernaut Gateway's Go
-//! decoder does; unknown fields are ignored.
+//! The body is decoded by simd-json straight into borrowed wire structs: no DOM, and strings
+//! borrow from the body until a [`Signal`] is built. Every field Alertmanager sends is declared
+//! with its type, so a wrongly typed value rejects the request just as the kubernaut Gateway's
+//! Go decoder does; unknown fields are ignored. A signal's `raw` is its alert re-serialised from
+//! these structs (the seven v4 alert fields, in Alertmanager's order), so a field Alertmanager
+//! never sends is not kept there.
 //!
 //! Per alert: name = `labels.alertname` (required), severity = `labels.severity` verbatim else
 //! `"unknown"`, labels and annotations = the alert's merged over the common ones, target
