@@ -17,7 +17,7 @@ use crate::http_sink::{GatewaySink, HttpClient, get, http_client, loopback_base}
 use crate::load::{PhaseResult, Sink, run_phase};
 use crate::promtext::{self, Sample};
 use crate::recorder::Recorder;
-use crate::report::{CheckReport, MemoryReport, Report, RunReport, WritesReport};
+use crate::report::{CheckReport, ProcessReport, Report, RunReport, WritesReport};
 use crate::scenario::Naming;
 use crate::stack::{self, GatewayOptions, GatewayProcess};
 
@@ -291,6 +291,32 @@ fn gateway_writes(before: &[Vec<Sample>], after: &[Vec<Sample>], signals: u64) -
     }
 }
 
+const MIB: f64 = 1048576.0;
+
+/// Memory and CPU of given gateways from their `process_*` metrics (what the Prometheus
+/// client exports on Linux), when they have them.
+fn metrics_process(before: &[Vec<Sample>], after: &[Vec<Sample>]) -> Option<ProcessReport> {
+    let value = |s: &[Sample], name: &str| s.iter().find(|x| x.name == name).map(|x| x.value);
+    let rss_mib: Vec<f64> = after
+        .iter()
+        .filter_map(|s| value(s, "process_resident_memory_bytes"))
+        .map(|v| v / MIB)
+        .collect();
+    let cpu_seconds: Vec<f64> = before
+        .iter()
+        .zip(after)
+        .filter_map(|(b, a)| {
+            Some(value(a, "process_cpu_seconds_total")? - value(b, "process_cpu_seconds_total")?)
+        })
+        .collect();
+    (!rss_mib.is_empty() || !cpu_seconds.is_empty()).then(|| ProcessReport {
+        source: "process_* metrics".into(),
+        rss_mib,
+        peak_mib: Vec::new(),
+        cpu_seconds,
+    })
+}
+
 /// Runs the exact-count check, or says why not.
 async fn count_check(
     env: &Environment,
@@ -374,6 +400,11 @@ async fn gateway_phase(
     }
     let naming = Arc::new(scenario.naming(""));
     let before = scrape(http, &env.metrics).await;
+    let cpu_before: Vec<Option<f64>> = env
+        .gateways
+        .iter()
+        .map(|g| stack::proc_cpu_seconds(g.pid))
+        .collect();
     eprintln!(
         "gateway phase: {:.0}s of load on {} target(s)",
         scenario.length().as_secs_f64(),
@@ -405,29 +436,31 @@ async fn gateway_phase(
             .warnings
             .push("no metrics targets: writes per signal unknown (give --metrics-targets)".into()),
     }
-    report.memory = if env.gateways.is_empty() {
-        after.as_ref().ok().and_then(|snaps| {
-            let rss: Vec<f64> = snaps
-                .iter()
-                .filter_map(|s| s.iter().find(|x| x.name == "process_resident_memory_bytes"))
-                .map(|x| x.value / 1048576.0)
-                .collect();
-            (!rss.is_empty()).then(|| MemoryReport {
-                source: "process_resident_memory_bytes".into(),
-                rss_mib: rss,
-                peak_mib: Vec::new(),
-            })
-        })
+    report.process = if env.gateways.is_empty() {
+        match (&before, &after) {
+            (Ok(b), Ok(a)) => metrics_process(b, a),
+            _ => None,
+        }
     } else {
         let mem: Vec<(u64, u64)> = env
             .gateways
             .iter()
             .filter_map(|g| stack::proc_memory(g.pid))
             .collect();
-        Some(MemoryReport {
-            source: "/proc/<pid>/status".into(),
-            rss_mib: mem.iter().map(|m| m.0 as f64 / 1048576.0).collect(),
-            peak_mib: mem.iter().map(|m| m.1 as f64 / 1048576.0).collect(),
+        let cpu_after: Vec<Option<f64>> = env
+            .gateways
+            .iter()
+            .map(|g| stack::proc_cpu_seconds(g.pid))
+            .collect();
+        Some(ProcessReport {
+            source: "/proc/<pid>/status and /proc/<pid>/stat".into(),
+            rss_mib: mem.iter().map(|m| m.0 as f64 / MIB).collect(),
+            peak_mib: mem.iter().map(|m| m.1 as f64 / MIB).collect(),
+            cpu_seconds: cpu_before
+                .iter()
+                .zip(&cpu_after)
+                .filter_map(|(b, a)| Some((*a)? - (*b)?))
+                .collect(),
         })
     };
     for g in &mut env.gateways {

@@ -298,48 +298,97 @@ impl FloorSink {
         route: Route,
         s: &PlannedSignal,
     ) -> Result<DynamicObject, WriteError> {
-        let now = Timestamp::now();
-        let at = now_rfc3339();
-        let (source, payload, labels) = match route {
-            Route::Alertmanager => (
-                "prometheus",
-                self.naming.alert(s, now),
-                self.naming.alert_labels(s),
-            ),
-            Route::Event => (
-                "kubernetes-events",
-                self.naming.event_body(s, 0, now),
-                json!({}),
-            ),
-        };
-        let body = json!({
-            "apiVersion": "kubernaut.ai/v1alpha1",
-            "kind": "RemediationRequest",
-            "metadata": { "name": name },
-            "spec": {
-                "signalFingerprint": fp,
-                "signalName": Naming::signal_name(route, s),
-                "severity": if route == Route::Event { "Warning" } else { Naming::severity(s) },
-                "signalType": "alert",
-                "signalSource": source,
-                "targetType": "kubernetes",
-                "targetResource": {
-                    "kind": self.naming.kind.kind(),
-                    "name": self.naming.resource_name(s.fp),
-                    "namespace": self.naming.namespace,
-                },
-                "firingTime": at,
-                "receivedTime": at,
-                "signalLabels": labels,
-                "originalPayload": payload.to_string(),
-            }
-        });
-        serde_json::from_value(body).map_err(|e| WriteError {
+        serde_json::from_value(rr_body(&self.naming, name, fp, route, s)).map_err(|e| WriteError {
             outcome: Outcome::Unexpected,
             code: None,
             detail: format!("build RR: {e}"),
         })
     }
+}
+
+/// The RR the gateway would create, as JSON, for signal `s` about fingerprint `fp`.
+pub fn rr_body(naming: &Naming, name: &str, fp: &str, route: Route, s: &PlannedSignal) -> Value {
+    let now = Timestamp::now();
+    let at = now_rfc3339();
+    let (source, payload, labels) = match route {
+        Route::Alertmanager => ("prometheus", naming.alert(s, now), naming.alert_labels(s)),
+        Route::Event => ("kubernetes-events", naming.event_body(s, 0, now), json!({})),
+    };
+    json!({
+        "apiVersion": "kubernaut.ai/v1alpha1",
+        "kind": "RemediationRequest",
+        "metadata": { "name": name },
+        "spec": {
+            "signalFingerprint": fp,
+            "signalName": Naming::signal_name(route, s),
+            "severity": if route == Route::Event { "Warning" } else { Naming::severity(s) },
+            "signalType": "alert",
+            "signalSource": source,
+            "targetType": "kubernetes",
+            "targetResource": {
+                "kind": naming.kind.kind(),
+                "name": naming.resource_name(s.fp),
+                "namespace": naming.namespace,
+            },
+            "firingTime": at,
+            "receivedTime": at,
+            "signalLabels": labels,
+            "originalPayload": payload.to_string(),
+        }
+    })
+}
+
+/// Warms the apiserver's RR write path: creates, status-patches and deletes one throwaway RR.
+/// On a fresh control plane the first writes of a CRD take seconds (schema and validation
+/// rules are compiled on first use), longer than the gateway's per-call deadline; a benchmark
+/// should not start on that.
+pub async fn prime(
+    client: &kube::Client,
+    namespace: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &rr_resource());
+    let naming = Naming {
+        run_id: "prime".into(),
+        namespace: namespace.into(),
+        kind: crate::scenario::TargetKind::Pod,
+        steady_pool: 1,
+    };
+    let fp = naming.fingerprint(0);
+    let name = rr_name(&fp);
+    let s = PlannedSignal {
+        fp: 0,
+        variant: 0,
+        first: true,
+    };
+    let obj: DynamicObject =
+        serde_json::from_value(rr_body(&naming, &name, &fp, Route::Alertmanager, &s))?;
+    let work = async {
+        let created = match api.create(&PostParams::default(), &obj).await {
+            Ok(o) => o,
+            // Left over from an interrupted run: reuse it.
+            Err(kube::Error::Api(e)) if e.code == 409 => api.get(&name).await?,
+            Err(e) => return Err(e),
+        };
+        let known = KnownRr {
+            name: name.clone(),
+            resource_version: created.metadata.resource_version.unwrap_or_default(),
+            count: 0,
+            first_seen: now_rfc3339(),
+        };
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&status_patch(&known, 1)),
+        )
+        .await?;
+        api.delete(&name, &Default::default()).await?;
+        Ok(())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| anyhow::anyhow!("priming RR writes took longer than {timeout:?}"))?
+        .map_err(|e| anyhow::anyhow!("priming RR writes: {e}"))
 }
 
 /// The merge-patch setting the count to `count`, guarded by the known resourceVersion.

@@ -68,6 +68,9 @@ pub struct StreamReport {
     pub dropped: u64,
     /// Requests started per second over the measured span.
     pub achieved_rate: f64,
+    /// Due requests handled (started or dropped) per second: below the scheduled rate only
+    /// when the scheduler itself could not keep up.
+    pub schedule_rate: f64,
     /// Steady stream: pool fingerprints sent at least once (warm-up included).
     pub fingerprints_used: Option<u32>,
     /// How late the sends were against their due times.
@@ -91,11 +94,15 @@ impl StreamReport {
     ) -> Self {
         // n sends span n - 1 intervals, so an on-time stream reports exactly its rate.
         let span = drive.send_span.as_secs_f64();
-        let achieved_rate = if drive.sent > 1 && span > 0.0 {
-            (drive.sent - 1) as f64 / span
-        } else {
-            drive.sent as f64 / clock.measure.as_secs_f64().max(1e-9)
+        let rate_of = |n: u64| {
+            if n > 1 && span > 0.0 {
+                (n - 1) as f64 / span
+            } else {
+                n as f64 / clock.measure.as_secs_f64().max(1e-9)
+            }
         };
+        let achieved_rate = rate_of(drive.sent);
+        let schedule_rate = rate_of(drive.sent + drive.dropped);
         let outcomes = rec
             .map(|r| {
                 r.by_outcome
@@ -111,6 +118,7 @@ impl StreamReport {
             sent: drive.sent,
             dropped: drive.dropped,
             achieved_rate,
+            schedule_rate,
             fingerprints_used,
             send_lag: Percentiles::of(&drive.lag_us),
             outcomes,
@@ -137,15 +145,17 @@ pub struct WritesReport {
     pub counters: BTreeMap<String, f64>,
 }
 
-/// Resident memory of the gateway processes.
+/// Resident memory and CPU time of the gateway processes.
 #[derive(Clone, Debug, Serialize, Default)]
-pub struct MemoryReport {
-    /// `/proc/<pid>/status` or `process_resident_memory_bytes`.
+pub struct ProcessReport {
+    /// `/proc/<pid>/...` or the `process_*` metrics.
     pub source: String,
     /// Resident set at the end of the run, per replica, MiB.
     pub rss_mib: Vec<f64>,
     /// Peak resident set (VmHWM), per replica, MiB, when known.
     pub peak_mib: Vec<f64>,
+    /// CPU seconds (user + system) spent during the phase, per replica, when known.
+    pub cpu_seconds: Vec<f64>,
 }
 
 /// The count check's verdict.
@@ -182,8 +192,8 @@ pub struct RunReport {
     pub writes: Option<WritesReport>,
     /// Exact-count check.
     pub count_check: CheckReport,
-    /// Gateway memory, when known.
-    pub memory: Option<MemoryReport>,
+    /// Gateway memory and CPU, when known.
+    pub process: Option<ProcessReport>,
     /// Everything that fails the run.
     pub problems: Vec<String>,
     /// Things worth knowing that do not fail the run.
@@ -215,7 +225,7 @@ impl RunReport {
             count_check: CheckReport::Skipped {
                 reason: "not run".into(),
             },
-            memory: None,
+            process: None,
             problems: Vec::new(),
             warnings: Vec::new(),
         };
@@ -245,11 +255,11 @@ impl RunReport {
                     st.due
                 ));
             }
-            if st.achieved_rate < st.scheduled_rate * 0.95 {
+            if st.schedule_rate < st.scheduled_rate * 0.95 {
                 r.warnings.push(format!(
-                    "{}: achieved {:.0}/s of {:.0}/s scheduled: the load generator fell behind",
+                    "{}: due requests were handled at {:.0}/s of {:.0}/s scheduled: the load generator fell behind (see send lag)",
                     st.stream.label(),
-                    st.achieved_rate,
+                    st.schedule_rate,
                     st.scheduled_rate
                 ));
             }
@@ -520,7 +530,7 @@ fn render_run(out: &mut String, r: &RunReport) {
             let _ = writeln!(out, "count check: skipped ({reason})");
         }
     }
-    if let Some(m) = &r.memory {
+    if let Some(m) = &r.process {
         let fmt = |v: &[f64]| {
             v.iter()
                 .map(|x| format!("{x:.1}"))
@@ -532,9 +542,14 @@ fn render_run(out: &mut String, r: &RunReport) {
         } else {
             format!(", peak {} MiB", fmt(&m.peak_mib))
         };
+        let cpu = if m.cpu_seconds.is_empty() {
+            String::new()
+        } else {
+            format!("; CPU {} s", fmt(&m.cpu_seconds))
+        };
         let _ = writeln!(
             out,
-            "gateway RSS: {} MiB{peak} ({})",
+            "gateway RSS: {} MiB{peak}{cpu} ({})",
             fmt(&m.rss_mib),
             m.source
         );
@@ -644,6 +659,54 @@ mod tests {
         );
         assert!(r.passed());
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn drops_are_not_mistaken_for_a_slow_scheduler() {
+        let clock = StreamClock {
+            rate: 100.0,
+            start: Duration::ZERO,
+            warmup: Duration::ZERO,
+            measure: Duration::from_secs(1),
+        };
+        let drive = DriveStats {
+            due: 100,
+            sent: 51,
+            dropped: 49,
+            lag_us: micros_histogram(),
+            send_span: Duration::from_millis(990),
+        };
+        let st = StreamReport::new(StreamKind::Steady, &clock, &drive, None, None);
+        assert!(
+            (st.achieved_rate - 50.5).abs() < 0.1,
+            "{}",
+            st.achieved_rate
+        );
+        assert!(
+            (st.schedule_rate - 100.0).abs() < 0.01,
+            "{}",
+            st.schedule_rate
+        );
+        let r = RunReport::new("gateway", 1, vec![st], &Recorder::default());
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].contains("49 of 100 due requests dropped"),
+            "{:?}",
+            r.warnings
+        );
+        let slow = DriveStats {
+            sent: 100,
+            dropped: 0,
+            send_span: Duration::from_millis(1500),
+            ..drive
+        };
+        let st = StreamReport::new(StreamKind::Steady, &clock, &slow, None, None);
+        let r = RunReport::new("gateway", 1, vec![st], &Recorder::default());
+        assert!(
+            r.warnings.iter().any(|w| w.contains("fell behind")),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]

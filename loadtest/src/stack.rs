@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use gateway_envtest::{ControlPlane, Options, Storage};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{DynamicObject, ObjectMeta, PostParams, WatchParams};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -183,6 +183,23 @@ pub fn proc_memory(pid: u32) -> Option<(u64, u64)> {
     parse_proc_status(&text)
 }
 
+/// User + system CPU seconds of `pid` from `/proc/<pid>/stat`, assuming the usual 100 clock
+/// ticks per second (`getconf CLK_TCK`; reading it needs libc, which this crate avoids).
+pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    parse_proc_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// CPU seconds from the text of `/proc/<pid>/stat`.
+pub fn parse_proc_stat(text: &str) -> Option<f64> {
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 (state) is fields[0]; utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// `(VmRSS, VmHWM)` in bytes from the text of `/proc/<pid>/status`.
 pub fn parse_proc_status(text: &str) -> Option<(u64, u64)> {
     let field = |name: &str| {
@@ -213,8 +230,46 @@ pub async fn start_control_plane(
     let cp = ControlPlane::start(options)
         .await
         .context("starting the control plane")?;
-    ensure_namespace(&cp.client()?, namespace).await?;
+    let client = cp.client()?;
+    ensure_namespace(&client, namespace).await?;
+    wait_rr_watch(&client, namespace, Duration::from_secs(60)).await?;
+    let began = Instant::now();
+    crate::floor::prime(&client, namespace, Duration::from_secs(60)).await?;
+    eprintln!(
+        "control plane ready; first RR writes took {:?}",
+        began.elapsed()
+    );
     Ok(cp)
+}
+
+/// Waits until a watch on RRs can start. Right after the CRD is installed the apiserver
+/// answers watches with 429 "storage is (re)initializing" for a moment; gateways started then
+/// would begin with a failed watch, which is not what a benchmark should measure.
+async fn wait_rr_watch(
+    client: &kube::Client,
+    namespace: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &crate::check::rr_resource());
+    let deadline = Instant::now() + timeout;
+    // Bounded by the deadline.
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(5),
+            api.watch(&WatchParams::default().timeout(1), "0"),
+        )
+        .await;
+        let error = match attempt {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        if Instant::now() >= deadline {
+            bail!("a watch on RRs could not start within {timeout:?}: {error}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Creates `namespace` unless it exists.
@@ -252,6 +307,15 @@ mod tests {
         assert_eq!(parse_proc_status("Name: x\n"), None);
         // Our own process has both fields.
         assert!(proc_memory(std::process::id()).is_some_and(|(rss, hwm)| rss > 0 && hwm >= rss));
+    }
+
+    #[test]
+    fn reads_proc_stat() {
+        let text =
+            "1234 (gate way) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 4 0 100 0 0";
+        assert_eq!(parse_proc_stat(text), Some(3.25));
+        assert_eq!(parse_proc_stat("garbage"), None);
+        assert!(proc_cpu_seconds(std::process::id()).is_some());
     }
 
     #[test]
