@@ -333,13 +333,6 @@ async fn count_check(
             None,
         );
     };
-    if rec.signals.failed > 0 {
-        let reason = format!(
-            "{} signals failed, so the counts they may have left are unknown",
-            rec.signals.failed
-        );
-        return (CheckReport::Skipped { reason }, None);
-    }
     let result = async {
         let client = check_client(config)?;
         check::converge(

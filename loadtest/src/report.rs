@@ -515,12 +515,20 @@ fn render_run(out: &mut String, r: &RunReport) {
         CheckReport::Done(c) => {
             let _ = writeln!(
                 out,
-                "count check: {} — {} fingerprints, {} RRs ({} in a storm), {} mismatches",
+                "count check: {} — {} fingerprints, {} RRs ({} in a storm), {} mismatches{}",
                 if c.passed() { "exact" } else { "MISMATCH" },
                 c.fingerprints,
                 c.rrs,
                 c.rrs_in_storm,
-                c.mismatches
+                c.mismatches,
+                if c.fingerprints_skipped > 0 {
+                    format!(
+                        "; {} fingerprints not compared (some of their signals failed)",
+                        c.fingerprints_skipped
+                    )
+                } else {
+                    String::new()
+                }
             );
             for e in &c.examples {
                 let _ = writeln!(out, "  {e}");
