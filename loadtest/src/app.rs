@@ -23,6 +23,8 @@ use crate::stack::{self, GatewayOptions, GatewayProcess};
 
 /// Metric holding Kubernetes calls by verb and outcome (DESIGN.md §7).
 const K8S_REQUESTS: &str = "gateway_k8s_requests_total";
+/// Histogram of Kubernetes call durations by verb, seconds.
+const K8S_DURATION: &str = "gateway_k8s_request_duration_seconds";
 /// Verbs that write; a verb counts when it starts with one (`patch_storm` is a patch).
 const WRITE_VERBS: [&str; 3] = ["create", "patch", "update"];
 /// Outcomes that never reached the API (the circuit breaker refused the call).
@@ -277,6 +279,29 @@ fn gateway_writes(before: &[Vec<Sample>], after: &[Vec<Sample>], signals: u64) -
             ((*name).to_owned(), sum(after) - sum(before))
         })
         .collect();
+    let delta = |name: &str| {
+        let mut out = std::collections::BTreeMap::new();
+        for (sign, snap) in [(1.0, after), (-1.0, before)] {
+            for s in snap {
+                for (k, v) in promtext::by_labels(s, name, &["verb"]) {
+                    *out.entry(k).or_insert(0.0) += sign * v;
+                }
+            }
+        }
+        out
+    };
+    let sums = delta(&format!("{K8S_DURATION}_sum"));
+    let counts = delta(&format!("{K8S_DURATION}_count"));
+    let k8s_call_mean_ms = counts
+        .iter()
+        .filter(|(_, n)| **n > 0.0)
+        .map(|(verb, n)| {
+            (
+                verb.clone(),
+                sums.get(verb).copied().unwrap_or(0.0) / n * 1000.0,
+            )
+        })
+        .collect();
     WritesReport {
         source: "gateway /metrics".into(),
         writes,
@@ -288,6 +313,7 @@ fn gateway_writes(before: &[Vec<Sample>], after: &[Vec<Sample>], signals: u64) -
         },
         by_verb_outcome,
         counters,
+        k8s_call_mean_ms,
     }
 }
 
@@ -558,7 +584,10 @@ mod tests {
                  gateway_k8s_requests_total{{verb=\"list\",outcome=\"success\"}} 2\n\
                  gateway_k8s_requests_total{{verb=\"patch_storm\",outcome=\"success\"}} {create}\n\
                  gateway_k8s_requests_total{{verb=\"patch\",outcome=\"breaker_open\"}} {patch}\n\
+                 gateway_k8s_request_duration_seconds_sum{{verb=\"patch\"}} {}\n\
+                 gateway_k8s_request_duration_seconds_count{{verb=\"patch\"}} {patch}\n\
                  gateway_signals_received_total{{source=\"prometheus\"}} {}\n",
+                f64::from(patch) * 0.005,
                 create + patch
             ))
         };
@@ -573,5 +602,7 @@ mod tests {
         assert_eq!(w.by_verb_outcome.get("patch/success"), Some(&100.0));
         assert!(!w.by_verb_outcome.contains_key("list/success"));
         assert_eq!(w.counters["gateway_signals_received_total"], 120.0);
+        let mean = w.k8s_call_mean_ms.get("patch").copied().unwrap_or_default();
+        assert!((mean - 5.0).abs() < 1e-9, "{mean}");
     }
 }

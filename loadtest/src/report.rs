@@ -143,6 +143,10 @@ pub struct WritesReport {
     pub by_verb_outcome: BTreeMap<String, f64>,
     /// Other gateway counters over the run (name → increase).
     pub counters: BTreeMap<String, f64>,
+    /// Mean duration of the gateway's Kubernetes calls during the run, by verb, in ms (from
+    /// `gateway_k8s_request_duration_seconds`): tells time spent waiting on the API from
+    /// time spent in the gateway.
+    pub k8s_call_mean_ms: BTreeMap<String, f64>,
 }
 
 /// Resident memory and CPU time of the gateway processes.
@@ -509,6 +513,18 @@ fn render_run(out: &mut String, r: &RunReport) {
                 .map(|(k, v)| format!("{k}={v:.0}"))
                 .collect();
             let _ = writeln!(out, "  calls by verb/outcome: {}", calls.join(" "));
+        }
+        if !w.k8s_call_mean_ms.is_empty() {
+            let means: Vec<String> = w
+                .k8s_call_mean_ms
+                .iter()
+                .map(|(k, v)| format!("{k}={v:.2}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  gateway-side mean call time, ms: {}",
+                means.join(" ")
+            );
         }
     }
     match &r.count_check {
