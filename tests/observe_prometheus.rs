@@ -127,21 +127,23 @@ fn event(namespace: &str, pod: &str) -> Value {
     })
 }
 
-/// Sends bursts of `make()` until `gateway` exports `metric` above zero.
+/// Sends bursts until one of `gateways` exports `metric` above zero (at most 50 bursts).
 async fn drive_until(
     http: &Http,
-    gateway: &Gateway,
+    gateways: &[&Gateway],
     metric: &str,
     what: &str,
     mut burst: impl AsyncFnMut(u32),
 ) {
     for round in 0..50 {
         burst(round).await;
-        if gateway.metric(http, metric, &[]).await > 0.0 {
-            return;
+        for gateway in gateways {
+            if gateway.metric(http, metric, &[]).await > 0.0 {
+                return;
+            }
         }
     }
-    panic!("{what}: {metric} still zero after 50 rounds");
+    panic!("{what}: {metric} still zero after 50 bursts");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,20 +192,23 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
 
     let signal = |g: &Gateway| format!("{}/api/v1/signals/prometheus", g.api);
     let events = |g: &Gateway| format!("{}/api/v1/signals/kubernetes-event", g.api);
+    // Traffic, not a correctness check (other tests do that): a 503 from a slow apiserver
+    // is tolerated, anything else is a broken test.
+    let accepted = |status: u16| matches!(status, 201 | 202 | 503);
     let load = async |rounds: u32, tag: &str| {
         for i in 0..rounds {
             let pod = format!("{tag}-{}", i % 15);
             let (status, body) = http
                 .post(&signal(&a), &alert("HighLatency", &ns, &pod))
                 .await;
-            assert!(status == 201 || status == 202, "{status} {body}");
+            assert!(accepted(status), "{status} {body}");
             if i % 5 == 0 {
                 let (status, body) = http.post(&events(&a), &event(&ns, &pod)).await;
-                assert!(status == 201 || status == 202, "{status} {body}");
-                let (status, _) = http
+                assert!(accepted(status), "{status} {body}");
+                let (status, body) = http
                     .post(&signal(&b), &alert("HighLatency", &ns, &pod))
                     .await;
-                assert!(status == 201 || status == 202 || status == 503);
+                assert!(accepted(status), "{status} {body}");
             }
             if i % 20 == 0 {
                 let (status, _) = http.post(&signal(&a), &json!({"alerts": []})).await;
@@ -218,7 +223,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     // Storm states coalesce: sequential duplicates faster than the 200 ms flush.
     drive_until(
         &http,
-        &a,
+        &[&a],
         "gateway_storm_coalesced_total",
         "coalescing",
         async |_| {
@@ -232,7 +237,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     // A create race between the replicas: one loses with already_exists.
     drive_until(
         &http,
-        &a,
+        &[&a, &b],
         "gateway_crd_creation_errors_total",
         "create race",
         async |round| {
@@ -249,7 +254,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     // Overload: concurrent requests at B's in-flight limit of 1.
     drive_until(
         &http,
-        &b,
+        &[&b],
         "gateway_overload_rejections_total",
         "overload",
         async |round| {
@@ -264,7 +269,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     // Overflow: two RRs enter a storm at B within one flush interval; its queue holds one.
     drive_until(
         &http,
-        &b,
+        &[&b],
         "gateway_storm_queue_overflow_total",
         "overflow",
         async |round| {
