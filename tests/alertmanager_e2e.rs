@@ -88,6 +88,9 @@ async fn alertmanager_deliveries_become_exact_counts_on_one_rr_across_an_outage(
     let dir = tempfile::tempdir().unwrap();
     let plane = ControlPlane::start(Options {
         crds: default_crds(),
+        // kube-apiserver stops listening at once on SIGTERM but otherwise lingers on the
+        // gateways' open watches until killed after envtest's 15 s grace; this ends them.
+        apiserver_args: vec!["--shutdown-watch-termination-grace-period=1s".to_owned()],
         ..Options::default()
     })
     .await

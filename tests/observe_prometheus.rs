@@ -153,6 +153,9 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let plane = ControlPlane::start(Options {
         crds: default_crds(),
+        // kube-apiserver stops listening at once on SIGTERM but otherwise lingers on the
+        // gateways' open watches until killed after envtest's 15 s grace; this ends them.
+        apiserver_args: vec!["--shutdown-watch-termination-grace-period=1s".to_owned()],
         ..Options::default()
     })
     .await
