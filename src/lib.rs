@@ -97,12 +97,14 @@ pub async fn run(
         config.storm.updates,
         queue.clone(),
         store.clone(),
+        index.clone(),
         metrics.clone(),
     );
     let (storm_stop_tx, storm_stop) = watch::channel(false);
     let storm_task = tokio::spawn(storm::queue::run(
         queue,
         store.clone(),
+        index.clone(),
         metrics.clone(),
         config.storm.flush_interval,
         config.storm.max_concurrent_patches,
@@ -161,7 +163,7 @@ pub async fn run(
         listeners.metrics,
         options,
         |_request| {
-            let body = telemetry::prometheus().render();
+            let body = telemetry::render();
             async move {
                 let mut response = http::Response::new(bytes::Bytes::from(body));
                 response.headers_mut().insert(

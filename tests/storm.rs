@@ -57,11 +57,13 @@ fn engine(
     };
     let metrics = Metrics::new();
     let queue = Arc::new(StormQueue::new(100, metrics.clone()));
+    let index = Arc::new(Index::new());
     let storm = Storm::new(
         rule,
         StormUpdates::Sync,
         queue,
         store.clone(),
+        index.clone(),
         metrics.clone(),
     );
     let settings = EngineSettings {
@@ -71,7 +73,7 @@ fn engine(
     };
     Engine::new(
         store.clone(),
-        Arc::new(Index::new()),
+        index,
         settings,
         Arc::new(clock.clone()),
         metrics,

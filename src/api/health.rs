@@ -33,6 +33,11 @@ impl Health {
         self.kube_unreachable.store(!reachable, Ordering::Release);
     }
 
+    /// Whether the Kubernetes API answered last time it was asked.
+    pub fn is_kube_reachable(&self) -> bool {
+        !self.kube_unreachable.load(Ordering::Acquire)
+    }
+
     /// Shutdown started: readiness turns false for good.
     pub fn set_shutting_down(&self) {
         self.shutting_down.store(true, Ordering::Release);

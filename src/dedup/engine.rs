@@ -247,6 +247,13 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
                             }
                         }
                         Err(StoreError::Conflict) => {
+                            // A fresher index entry (a storm write's response, the watch)
+                            // makes the GET unnecessary.
+                            let fresher = inner.index.resource_version(&fingerprint, &active.name)
+                                > Some(active.resource_version);
+                            if fresher {
+                                continue;
+                            }
                             if let Err(error) = self.refresh(&fingerprint, &active.name).await {
                                 fail(pending, error);
                                 return;

@@ -148,6 +148,15 @@ impl Index {
             .cloned()
     }
 
+    /// The `resourceVersion` the index holds for one RR.
+    pub fn resource_version(&self, fingerprint: &Fingerprint, name: &str) -> Option<u64> {
+        let live = self.live.load();
+        let rrs = live.get(fingerprint)?;
+        rrs.iter()
+            .find(|rr| &*rr.name == name)
+            .map(|rr| rr.resource_version)
+    }
+
     /// The generation the next RR of this fingerprint gets.
     pub fn next_generation(&self, fingerprint: &Fingerprint) -> u32 {
         let live = self.live.load();

@@ -1,11 +1,13 @@
-//! Feeds the [`Index`] from a watch on RRs in the controller namespace: a full list at start
-//! and after every watch failure (410 Gone, a dropped connection, an apiserver restart), each
-//! swapped in atomically, with backoff between attempts. Readiness follows the list.
+//! Feeds the [`Index`] from a watch on RRs in the controller namespace: a full list at start,
+//! a restarted watch after every failure (a dropped connection, an apiserver restart), and a
+//! relist, swapped in atomically, when the watch cannot resume (410 Gone); backoff between
+//! attempts. Readiness follows the first list and the API's reachability.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::Api;
+use kube::api::ListParams;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch as signal;
@@ -16,6 +18,9 @@ use crate::api::server::stopped;
 use crate::k8s::types::RemediationRequest;
 use crate::telemetry::Metrics;
 
+/// How often a lost API is probed for readiness.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs until `stop` turns true.
 pub async fn run(
     api: Api<RemediationRequest>,
@@ -24,25 +29,33 @@ pub async fn run(
     metrics: Metrics,
     mut stop: signal::Receiver<bool>,
 ) {
+    let probe_api = api.clone();
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
-    let mut lists = 0u64;
+    let mut probe = tokio::time::interval(PROBE_INTERVAL);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             event = stream.next() => event,
+            _ = probe.tick() => {
+                // After a watch error the watcher may resume without a relist (and so without
+                // an event) once the API answers again: probe so readiness comes back.
+                if !health.is_kube_reachable() {
+                    let params = ListParams::default().limit(1);
+                    let list = probe_api.list(&params);
+                    if let Ok(Ok(_)) = tokio::time::timeout(PROBE_INTERVAL, list).await {
+                        health.set_kube_reachable(true);
+                    }
+                }
+                continue;
+            }
             _ = stopped(&mut stop) => return,
         };
         match event {
             None => return,
-            Some(Ok(Event::Init)) => {
-                if lists > 0 {
-                    metrics.watch_restarts.increment(1);
-                }
-                index.begin_relist();
-            }
+            Some(Ok(Event::Init)) => index.begin_relist(),
             Some(Ok(Event::InitApply(rr))) => index.relist_apply(&rr),
             Some(Ok(Event::InitDone)) => {
-                lists += 1;
                 index.finish_relist();
                 metrics.index_entries.set(index.len() as f64);
                 health.set_kube_reachable(true);
@@ -53,6 +66,7 @@ pub async fn run(
                 );
             }
             Some(Ok(Event::Apply(rr))) => {
+                health.set_kube_reachable(true);
                 index.apply(&rr);
                 metrics.index_entries.set(index.len() as f64);
             }
@@ -61,10 +75,13 @@ pub async fn run(
                 metrics.index_entries.set(index.len() as f64);
             }
             Some(Err(error)) => {
-                // The watcher relists after this (with backoff); until it does, the index may
-                // miss changes, but every write stays exact because patches are conditional.
+                // The watcher restarts after this (with backoff): from its last
+                // resourceVersion when it can, with a relist (swapped in atomically) when that
+                // version is gone. Meanwhile the index may miss changes, but every write stays
+                // exact because dedup patches are conditional.
                 health.set_kube_reachable(false);
-                tracing::warn!(%error, "RemediationRequest watch failed; relisting");
+                metrics.watch_restarts.increment(1);
+                tracing::warn!(%error, "RemediationRequest watch failed; restarting it");
             }
         }
     }

@@ -76,7 +76,7 @@ pub trait RrStore: Send + Sync + 'static {
         name: &str,
         count: i64,
         storm: &StormAggregationStatus,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send;
 
     /// GET one RR (only after a lost race, never on the uncontended path).
     fn get(
@@ -168,7 +168,7 @@ impl RrStore for KubeStore {
         name: &str,
         count: i64,
         storm: &StormAggregationStatus,
-    ) -> Result<(), StoreError> {
+    ) -> Result<RemediationRequest, StoreError> {
         let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
             { "op": "test", "path": "/status/deduplication/occurrenceCount", "value": count },
             { "op": "add", "path": "/status/stormAggregation", "value": storm },
@@ -180,7 +180,6 @@ impl RrStore for KubeStore {
                 .patch_status(name, &PatchParams::default(), &Patch::Json::<()>(patch)),
         )
         .await
-        .map(drop)
     }
 
     async fn get(&self, name: &str) -> Result<RemediationRequest, StoreError> {
@@ -225,7 +224,7 @@ impl<T: RrStore> RrStore for Arc<T> {
         name: &str,
         count: i64,
         storm: &StormAggregationStatus,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send {
         (**self).patch_storm(name, count, storm)
     }
 

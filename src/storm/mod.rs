@@ -10,7 +10,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use crate::config::StormUpdates;
-use crate::dedup::{CommitObserver, RrState};
+use crate::dedup::{CommitObserver, Index, RrState};
 use crate::fingerprint::Fingerprint;
 use crate::k8s::store::RrStore;
 use crate::telemetry::Metrics;
@@ -23,16 +23,19 @@ pub struct Storm<S> {
     mode: StormUpdates,
     queue: Arc<StormQueue>,
     store: Arc<S>,
+    index: Arc<Index>,
     metrics: Metrics,
 }
 
 impl<S: RrStore> Storm<S> {
     /// A storm observer; in `async` mode its `queue` must be flushed by [`queue::run`].
+    /// Storm writes update `index` with the RR they return.
     pub fn new(
         rule: StormRule,
         mode: StormUpdates,
         queue: Arc<StormQueue>,
         store: Arc<S>,
+        index: Arc<Index>,
         metrics: Metrics,
     ) -> Self {
         Storm {
@@ -40,6 +43,7 @@ impl<S: RrStore> Storm<S> {
             mode,
             queue,
             store,
+            index,
             metrics,
         }
     }
@@ -66,7 +70,14 @@ impl<S: RrStore> CommitObserver for Storm<S> {
         match self.mode {
             StormUpdates::Async => self.queue.offer(state.name.clone(), write),
             StormUpdates::Sync => {
-                queue::write(&*self.store, &self.metrics, &state.name, &write).await;
+                queue::write(
+                    &*self.store,
+                    &self.index,
+                    &self.metrics,
+                    &state.name,
+                    &write,
+                )
+                .await;
             }
         }
     }

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::api::server::stopped;
+use crate::dedup::Index;
 use crate::k8s::store::RrStore;
 use crate::k8s::types::StormAggregationStatus;
 use crate::telemetry::Metrics;
@@ -85,9 +86,19 @@ impl StormQueue {
 }
 
 /// Writes one storm state; returns whether the apiserver took it.
-pub async fn write<S: RrStore>(store: &S, metrics: &Metrics, rr: &str, write: &StormWrite) -> bool {
+///
+/// The RR the write returns goes into the index: the write moved its `resourceVersion`, and
+/// the next duplicate's conditional patch must carry the new one instead of losing a 409.
+pub async fn write<S: RrStore>(
+    store: &S,
+    index: &Index,
+    metrics: &Metrics,
+    rr: &str,
+    write: &StormWrite,
+) -> bool {
     match store.patch_storm(rr, write.count, &write.status).await {
-        Ok(()) => {
+        Ok(stored) => {
+            index.apply(&stored);
             metrics.storm_patches_ok.increment(1);
             true
         }
@@ -106,6 +117,7 @@ pub async fn write<S: RrStore>(store: &S, metrics: &Metrics, rr: &str, write: &S
 pub async fn run<S: RrStore>(
     queue: Arc<StormQueue>,
     store: Arc<S>,
+    index: Arc<Index>,
     metrics: Metrics,
     interval: Duration,
     concurrency: usize,
@@ -120,7 +132,7 @@ pub async fn run<S: RrStore>(
             _ = ticker.tick() => false,
             _ = stopped(&mut stop) => true,
         };
-        flush(&queue, &*store, &metrics, concurrency).await;
+        flush(&queue, &*store, &index, &metrics, concurrency).await;
         if stopping {
             return;
         }
@@ -131,13 +143,14 @@ pub async fn run<S: RrStore>(
 pub async fn flush<S: RrStore>(
     queue: &StormQueue,
     store: &S,
+    index: &Index,
     metrics: &Metrics,
     concurrency: usize,
 ) {
     let batch = queue.take();
     futures::stream::iter(batch)
         .for_each_concurrent(concurrency, |(rr, state)| async move {
-            write(store, metrics, &rr, &state).await;
+            write(store, index, metrics, &rr, &state).await;
         })
         .await;
 }

@@ -35,3 +35,7 @@ pub const CIRCUIT_BREAKER_STATE: &str = "gateway_circuit_breaker_state";
 pub const IN_FLIGHT: &str = "gateway_in_flight_requests";
 /// Counter.
 pub const REJECTED_OVERLOAD: &str = "gateway_overload_rejections_total";
+/// Gauge (bytes), read from `/proc` at each scrape.
+pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+/// Counter-like gauge (seconds of user + system CPU), read from `/proc` at each scrape.
+pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";

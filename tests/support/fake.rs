@@ -118,7 +118,7 @@ impl RrStore for FakeStore {
         name: &str,
         count: i64,
         storm: &StormAggregationStatus,
-    ) -> Result<(), StoreError> {
+    ) -> Result<RemediationRequest, StoreError> {
         self.maybe_fail().await?;
         if self.fail_storm.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("injected storm failure".into()));
@@ -133,7 +133,8 @@ impl RrStore for FakeStore {
             return Err(StoreError::Invalid("test failed".into()));
         }
         status.storm_aggregation = Some(storm.clone());
-        Ok(())
+        rr.metadata.resource_version = Some(self.bump());
+        Ok(rr.clone())
     }
 
     async fn get(&self, name: &str) -> Result<RemediationRequest, StoreError> {
