@@ -35,9 +35,14 @@ const BASE_KINDS: [&str; 9] = [
     "ServiceAccount",
 ];
 
-/// A control plane without any CRD: the base's own CRD is dry-run created.
-async fn bare_control_plane() -> ControlPlane {
-    ControlPlane::start(Options::default()).await.unwrap()
+/// One control plane for this binary's tests, without any CRD: the base's own CRD is
+/// dry-run created. (Like `gateway_envtest::shared()`, but bare; its processes die with the
+/// test process.)
+async fn bare_control_plane() -> &'static ControlPlane {
+    static PLANE: tokio::sync::OnceCell<ControlPlane> = tokio::sync::OnceCell::const_new();
+    PLANE
+        .get_or_init(|| async { ControlPlane::start(Options::default()).await.unwrap() })
+        .await
 }
 
 fn kubectl(plane: &ControlPlane) -> std::path::PathBuf {
@@ -87,7 +92,7 @@ fn apply(plane: &ControlPlane, objects: &[&Value], dry_run: bool) -> (String, St
 async fn every_object_of_the_base_passes_a_server_side_dry_run() {
     let started = std::time::Instant::now();
     let plane = bare_control_plane().await;
-    let objects = render_base(&plane);
+    let objects = render_base(plane);
     let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
     assert_eq!(kinds, BASE_KINDS.into_iter().collect(), "kinds of the base");
     for object in &objects {
@@ -104,9 +109,9 @@ async fn every_object_of_the_base_passes_a_server_side_dry_run() {
     // Namespaced objects can only be dry-run into a namespace that exists, so the base's own
     // Namespace is applied for real first (its Pod Security label then judges the Deployment).
     let namespace = one(&objects, "Namespace");
-    apply(&plane, &[namespace], false);
+    apply(plane, &[namespace], false);
     let all: Vec<&Value> = objects.iter().collect();
-    let (out, err) = apply(&plane, &all, true);
+    let (out, err) = apply(plane, &all, true);
     for object in &objects {
         let line = format!(
             "{} serverside-applied (server dry run)",
@@ -132,7 +137,7 @@ async fn every_object_of_the_base_passes_a_server_side_dry_run() {
     // A dry run persists nothing.
     let (ok, out, _) = run(
         {
-            let mut c = Command::new(kubectl(&plane));
+            let mut c = Command::new(kubectl(plane));
             c.arg("--kubeconfig").arg(plane.kubeconfig_path()).args([
                 "get",
                 "deployments,crd",
@@ -155,7 +160,7 @@ async fn every_object_of_the_base_passes_a_server_side_dry_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_map_holds_a_valid_gateway_config_wired_to_the_deployment() {
-    let plane = gateway_envtest::shared().await.unwrap();
+    let plane = bare_control_plane().await;
     let objects = render_base(plane);
     let config_map = one(&objects, "ConfigMap");
     let config_text = config_map["data"]["config.yaml"].as_str().unwrap();
@@ -274,7 +279,7 @@ async fn the_config_map_holds_a_valid_gateway_config_wired_to_the_deployment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitoring_component_and_the_image_parameter_render() {
-    let plane = gateway_envtest::shared().await.unwrap();
+    let plane = bare_control_plane().await;
     let kubectl = kubectl(plane);
     let base = render_base(plane);
     let overlay = Overlay::new(
