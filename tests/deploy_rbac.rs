@@ -259,7 +259,7 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
     eprintln!("[{:?}] a lost race after {races} tries", began.elapsed());
 
     // No call was refused: the store reports a 401/403 as outcome "unavailable". (A stale
-    // storm write is "invalid": its JSON-patch test failed, by design.)
+    // storm write is "stale": its JSON-patch test failed, by design.)
     for gateway in &gateways {
         let refused = gateway
             .metric(

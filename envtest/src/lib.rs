@@ -219,6 +219,8 @@ impl ControlPlane {
             // reconciler the `kubernetes` Service simply has no endpoints, which nothing here
             // needs.
             "--endpoint-reconciler-type=none".to_owned(),
+            // Open watches would otherwise hold a stop (the fault-test hooks) for 15 s.
+            "--shutdown-watch-termination-grace-period=1s".to_owned(),
         ];
         apiserver_args.extend(options.apiserver_args.iter().cloned());
         let apiserver = Supervised::new(

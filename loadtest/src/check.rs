@@ -30,7 +30,9 @@ pub struct RrState {
     pub name: String,
     /// `spec.signalFingerprint`.
     pub fingerprint: String,
-    /// `status.deduplication.occurrenceCount`, when written.
+    /// `status.deduplication.occurrenceCount`, when written. An RR whose status the gateway
+    /// has not initialised (the background write after the create failed or is pending) has
+    /// had exactly its first occurrence: it counts as 1.
     pub count: Option<u64>,
     /// `status.stormAggregation.isPartOfStorm`.
     pub storm: bool,
@@ -128,7 +130,7 @@ pub fn compare(
         if found.len() > 1 {
             check.fingerprints_with_several_rrs += 1;
         }
-        let total: u64 = found.iter().map(|r| r.count.unwrap_or(0)).sum();
+        let total: u64 = found.iter().map(|r| r.count.unwrap_or(1)).sum();
         if total != account.accepted {
             let names: Vec<String> = found
                 .iter()
@@ -160,7 +162,7 @@ pub fn compare(
                 check.mismatch(format!("RR {rr} was reported but is not in the cluster"));
                 continue;
             };
-            let final_count = final_count.unwrap_or(0);
+            let final_count = final_count.unwrap_or(1);
             let mut sorted = counts.clone();
             sorted.sort_unstable();
             if !sorted.iter().copied().eq(1..=final_count) {
@@ -281,13 +283,15 @@ mod tests {
     }
 
     #[test]
-    fn unset_status_and_missing_rr_are_mismatches() {
+    fn unset_status_counts_one_and_a_missing_rr_is_a_mismatch() {
         let accounts = HashMap::from([
             (1, account(&[("rr-1", &[1])])),
             (2, account(&[("rr-2", &[1])])),
+            (3, account(&[("rr-3", &[1, 2])])),
         ]);
-        let c = compare(&accounts, fp, &[rr("rr-1", 1, None)]);
-        // fp 1: sum 0 ≠ 1, and counts [1] ≠ 1..=0; fp 2: sum 0 ≠ 1 and RR missing.
+        let c = compare(&accounts, fp, &[rr("rr-1", 1, None), rr("rr-3", 3, None)]);
+        // fp 1: an uninitialised RR is its first occurrence, exact; fp 2: sum 0 ≠ 1 and RR
+        // missing; fp 3: sum 1 ≠ 2, and counts [1, 2] ≠ 1..=1.
         assert_eq!(c.mismatches, 4, "{c:?}");
     }
 

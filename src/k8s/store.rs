@@ -33,6 +33,9 @@ pub enum StoreError {
     /// a later retry can succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A storm write's precondition failed: the count moved on, a newer state follows.
+    #[error("stale: the occurrence count moved on")]
+    Stale,
     /// The apiserver refused the object (400/422): a bug in what the gateway sent.
     #[error("invalid: {0}")]
     Invalid(String),
@@ -48,6 +51,7 @@ impl StoreError {
             StoreError::Timeout(_) => Outcome::Timeout,
             StoreError::Unavailable(_) => Outcome::Unavailable,
             StoreError::Invalid(_) => Outcome::Invalid,
+            StoreError::Stale => Outcome::Stale,
         }
     }
 }
@@ -125,7 +129,11 @@ impl KubeStore {
         let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(classify(error)),
+            // A storm write's only expected refusal is its `test` operation failing.
+            Ok(Err(error)) => match classify(error) {
+                StoreError::Invalid(_) if verb == Verb::PatchStorm => Err(StoreError::Stale),
+                other => Err(other),
+            },
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
         let outcome = match &result {

@@ -171,7 +171,7 @@ impl Metrics {
     /// Registers the handles (installing the recorder first if needed).
     pub fn new() -> Self {
         prometheus();
-        Metrics {
+        let metrics = Metrics {
             received_prometheus: metrics::counter!(names::SIGNALS_RECEIVED, "source" => "prometheus"),
             received_event: metrics::counter!(names::SIGNALS_RECEIVED, "source" => "kubernetes-event"),
             deduplicated: metrics::counter!(names::SIGNALS_DEDUPLICATED),
@@ -188,21 +188,29 @@ impl Metrics {
             storm_patches_ok: metrics::counter!(names::STORM_PATCHES, "outcome" => "success"),
             storm_patches_error: metrics::counter!(names::STORM_PATCHES, "outcome" => "error"),
             labelled: Arc::default(),
+        };
+        // Series an alert divides by must exist before their first event, or `rate()` misses
+        // the first burst.
+        for route in [Route::Prometheus, Route::KubernetesEvent] {
+            metrics.http_series(route, 503);
         }
+        metrics
     }
 
     /// `gateway_http_request_duration_seconds{route,status}`.
     pub fn http_request(&self, route: Route, status: u16, seconds: f64) {
+        self.http_series(route, status).record(seconds);
+    }
+
+    fn http_series(&self, route: Route, status: u16) -> &Histogram {
         let status = STATUSES
             .iter()
             .position(|s| *s == status)
             .unwrap_or(STATUSES.len());
-        self.labelled.http[route as usize * (STATUSES.len() + 1) + status]
-            .get_or_init(|| {
-                let status = STATUS_LABELS[status];
-                metrics::histogram!(names::HTTP_REQUEST_DURATION, "route" => route.label(), "status" => status)
-            })
-            .record(seconds);
+        self.labelled.http[route as usize * (STATUSES.len() + 1) + status].get_or_init(|| {
+            let status = STATUS_LABELS[status];
+            metrics::histogram!(names::HTTP_REQUEST_DURATION, "route" => route.label(), "status" => status)
+        })
     }
 
     /// `gateway_k8s_requests_total{verb,outcome}` and `gateway_k8s_request_duration_seconds{verb}`.
@@ -282,9 +290,11 @@ pub enum Outcome {
     Invalid = 6,
     /// Not sent: the circuit breaker is open.
     BreakerOpen = 7,
+    /// A storm write whose state was already superseded (its precondition failed).
+    Stale = 8,
 }
 
-const OUTCOMES: [&str; 8] = [
+const OUTCOMES: [&str; 9] = [
     "success",
     "already_exists",
     "conflict",
@@ -293,6 +303,7 @@ const OUTCOMES: [&str; 8] = [
     "unavailable",
     "invalid",
     "breaker_open",
+    "stale",
 ];
 const STATUSES: [u16; 11] = [200, 201, 202, 207, 400, 404, 405, 413, 415, 500, 503];
 const STATUS_LABELS: [&str; 12] = [
@@ -302,9 +313,9 @@ const STATUS_LABELS: [&str; 12] = [
 /// Labelled series, registered on first use and cached, so the hot path never hashes labels.
 struct Labelled {
     http: [OnceLock<Histogram>; 3 * 12],
-    k8s_calls: [OnceLock<Counter>; 4 * 8],
+    k8s_calls: [OnceLock<Counter>; 4 * 9],
     k8s_durations: [OnceLock<Histogram>; 4],
-    creation_errors: [OnceLock<Counter>; 8],
+    creation_errors: [OnceLock<Counter>; 9],
 }
 
 impl Default for Labelled {

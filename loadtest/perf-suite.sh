@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every PERF.md measurement in sequence on a fresh self-started stack per run and keeps
+# each report in target/perf/<name>.{txt,json}. Usage: loadtest/perf-suite.sh [name...]
+# (default: all). Build first: cargo build --release -p gateway -p gateway-loadtest
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=target/perf; mkdir -p "$out"
+lt=target/release/gateway-loadtest
+declare -A runs=(
+  [steady100-nostorm]="--rate 100 --duration 30s --warmup 5s --compare --gateway-arg=--storm-threshold=64"
+  [steady100]="--rate 100 --duration 30s --warmup 5s --compare"
+  [steady500]="--rate 500 --duration 30s --warmup 5s --compare"
+  [steady1000]="--rate 1000 --duration 30s --warmup 5s --compare"
+  [steady1000-nostorm]="--rate 1000 --duration 30s --warmup 5s --compare --gateway-arg=--storm-threshold=64"
+  [storm-async]="--rate 200 --duration 30s --warmup 5s --fingerprints 50"
+  [storm-sync]="--rate 200 --duration 30s --warmup 5s --fingerprints 50 --gateway-arg=--storm-updates=sync"
+  [burst2000]="--rate 0 --storm-rate 2000 --storm-duration 10s --storm-fingerprints 100 --warmup 0s"
+  [disk500]="--rate 500 --duration 30s --warmup 5s --etcd-storage disk"
+  [replicas3-500]="--rate 500 --duration 30s --warmup 5s --replicas 3"
+  [index100k]="--rate 500 --duration 200s --warmup 0s --duplicate-ratio 0"
+)
+names=("$@")
+[[ ${#names[@]} -eq 0 ]] && names=(steady100-nostorm steady100 steady500 steady1000 steady1000-nostorm storm-async storm-sync burst2000 disk500 replicas3-500 index100k)
+for name in "${names[@]}"; do
+  echo "== $name: $lt ${runs[$name]}"
+  # shellcheck disable=SC2086
+  timeout 900 "$lt" ${runs[$name]} --json "$out/$name.json" > "$out/$name.txt" 2>&1
+  echo "   exit $? ($(grep -m1 '^result' "$out/$name.txt"))"
+done
