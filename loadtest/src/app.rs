@@ -442,10 +442,24 @@ async fn gateway_phase(
         args.request_timeout + Duration::from_secs(5),
     )
     .await;
-    tokio::time::sleep(args.settle).await;
+    let load_end = tokio::time::Instant::now();
+    let staleness = match &env.kube_config {
+        Some(config) => match check_client(config) {
+            Ok(client) => {
+                check::storm_staleness(&client, &args.namespace, load_end, args.check_timeout)
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
+    tokio::time::sleep(args.settle.saturating_sub(load_end.elapsed())).await;
     let after = scrape(http, &env.metrics).await;
 
     let mut report = finish_phase("gateway", env.targets.len(), scenario, &result);
+    report.storm_staleness_ms = staleness.map(|d| d.as_secs_f64() * 1000.0);
     match (&before, &after) {
         (Ok(b), Ok(a)) if !env.metrics.is_empty() => {
             report.writes = Some(gateway_writes(b, a, result.recorder.signals.sent))

@@ -36,6 +36,9 @@ pub struct RrState {
     pub count: Option<u64>,
     /// `status.stormAggregation.isPartOfStorm`.
     pub storm: bool,
+    /// The deduplication history says the RR is in a storm, but `status.stormAggregation`
+    /// does not (yet) show the values that history implies.
+    pub storm_behind: bool,
 }
 
 impl RrState {
@@ -58,7 +61,49 @@ impl RrState {
                 .pointer("/status/stormAggregation/isPartOfStorm")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            storm_behind: storm_behind(&o.data),
         })
+    }
+}
+
+/// Whether an RR's storm block lags its deduplication history: once the history records the
+/// crossing (`stormDetectedCount`), `aggregatedCount` must be `occurrenceCount -
+/// stormDetectedCount + 1`.
+fn storm_behind(data: &Value) -> bool {
+    let count = data
+        .pointer("/status/deduplication/occurrenceCount")
+        .and_then(Value::as_i64);
+    let detected = data
+        .pointer("/status/deduplication/stormDetectedCount")
+        .and_then(Value::as_i64);
+    let aggregated = data
+        .pointer("/status/stormAggregation/aggregatedCount")
+        .and_then(Value::as_i64);
+    match (count, detected) {
+        (Some(count), Some(detected)) => aggregated != Some(count - detected + 1),
+        _ => false,
+    }
+}
+
+/// Storm-status staleness: from `since` (the end of the load) until no RR's storm block lags
+/// its deduplication history, polled every 20 ms; `None` if that did not happen within
+/// `deadline`.
+pub async fn storm_staleness(
+    client: &kube::Client,
+    namespace: &str,
+    since: tokio::time::Instant,
+    deadline: Duration,
+) -> anyhow::Result<Option<Duration>> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let rrs = fetch_rrs(client, namespace).await?;
+        if !rrs.iter().any(|r| r.storm_behind) {
+            return Ok(Some(since.elapsed()));
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -244,6 +289,7 @@ mod tests {
             fingerprint: fp(i),
             count,
             storm: false,
+            storm_behind: false,
         }
     }
 
@@ -337,8 +383,27 @@ mod tests {
                 name: "rr-x".into(),
                 fingerprint: fp(5),
                 count: Some(7),
-                storm: true
+                storm: true,
+                storm_behind: false,
             })
         );
+    }
+
+    #[test]
+    fn storm_block_lagging_its_history_is_behind() {
+        let status = |aggregated: i64| {
+            serde_json::json!({"status": {
+                "deduplication": {"occurrenceCount": 9, "stormDetectedCount": 5},
+                "stormAggregation": {"aggregatedCount": aggregated}
+            }})
+        };
+        assert!(!storm_behind(&status(5)));
+        assert!(storm_behind(&status(4)));
+        assert!(storm_behind(
+            &serde_json::json!({"status": {"deduplication": {"occurrenceCount": 9, "stormDetectedCount": 5}}})
+        ));
+        assert!(!storm_behind(
+            &serde_json::json!({"status": {"deduplication": {"occurrenceCount": 9}}})
+        ));
     }
 }

@@ -49,6 +49,7 @@ impl Fake {
                 fingerprint: fp.clone(),
                 count: Some(*n),
                 storm: false,
+                storm_behind: false,
             })
             .collect()
     }

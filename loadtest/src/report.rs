@@ -198,6 +198,9 @@ pub struct RunReport {
     pub count_check: CheckReport,
     /// Gateway memory and CPU, when known.
     pub process: Option<ProcessReport>,
+    /// Time from the last response until every RR's storm block matched its deduplication
+    /// history (ms); `None` when not measured or not reached within the check timeout.
+    pub storm_staleness_ms: Option<f64>,
     /// Everything that fails the run.
     pub problems: Vec<String>,
     /// Things worth knowing that do not fail the run.
@@ -230,6 +233,7 @@ impl RunReport {
                 reason: "not run".into(),
             },
             process: None,
+            storm_staleness_ms: None,
             problems: Vec::new(),
             warnings: Vec::new(),
         };
@@ -576,6 +580,12 @@ fn render_run(out: &mut String, r: &RunReport) {
             "gateway RSS: {} MiB{peak}{cpu} ({})",
             fmt(&m.rss_mib),
             m.source
+        );
+    }
+    if let Some(ms) = r.storm_staleness_ms {
+        let _ = writeln!(
+            out,
+            "storm status staleness: {ms:.0} ms from the last response until every RR's storm block matched its history"
         );
     }
     for (d, n) in &r.failures {
