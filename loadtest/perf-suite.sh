@@ -8,19 +8,19 @@ out=target/perf; mkdir -p "$out"
 lt=target/release/gateway-loadtest
 declare -A runs=(
   [steady100-nostorm]="--rate 100 --duration 30s --warmup 5s --compare --gateway-arg=--storm-threshold=64"
-  [steady100]="--rate 100 --duration 30s --warmup 5s --compare"
+  [steady100]="--rate 100 --duration 20s --warmup 5s --compare"
+  [steady200]="--rate 200 --duration 20s --warmup 5s --compare"
+  [steady300]="--rate 300 --duration 20s --warmup 5s --compare"
   [steady500]="--rate 500 --duration 30s --warmup 5s --compare"
-  [steady1000]="--rate 1000 --duration 30s --warmup 5s --compare"
-  [steady1000-nostorm]="--rate 1000 --duration 30s --warmup 5s --compare --gateway-arg=--storm-threshold=64"
-  [storm-async]="--rate 200 --duration 30s --warmup 5s --fingerprints 50"
-  [storm-sync]="--rate 200 --duration 30s --warmup 5s --fingerprints 50 --gateway-arg=--storm-updates=sync"
+  [steady1000]="--rate 1000 --duration 20s --warmup 5s"
+  [storm-async]="--rate 150 --duration 20s --warmup 5s --fingerprints 50"
+  [storm-sync]="--rate 150 --duration 20s --warmup 5s --fingerprints 50 --gateway-arg=--storm-updates=sync"
   [burst2000]="--rate 0 --storm-rate 2000 --storm-duration 10s --storm-fingerprints 100 --warmup 0s"
-  [disk500]="--rate 500 --duration 30s --warmup 5s --etcd-storage disk"
-  [replicas3-500]="--rate 500 --duration 30s --warmup 5s --replicas 3"
-  [index100k]="--rate 500 --duration 200s --warmup 0s --duplicate-ratio 0"
+  [disk200]="--rate 200 --duration 20s --warmup 5s --etcd-storage disk"
+  [replicas3-200]="--rate 200 --duration 20s --warmup 5s --replicas 3"
 )
 names=("$@")
-[[ ${#names[@]} -eq 0 ]] && names=(steady100-nostorm steady100 steady500 steady1000 steady1000-nostorm storm-async storm-sync burst2000 disk500 replicas3-500 index100k)
+[[ ${#names[@]} -eq 0 ]] && names=(steady100-nostorm steady100 steady200 steady300 steady500 steady1000 storm-async storm-sync burst2000 disk200 replicas3-200)
 for name in "${names[@]}"; do
   echo "== $name: $lt ${runs[$name]}"
   # shellcheck disable=SC2086
