@@ -15,12 +15,14 @@ declare -A runs=(
   [steady1000]="--rate 1000 --duration 20s --warmup 5s"
   [storm-async]="--rate 150 --duration 20s --warmup 5s --fingerprints 50"
   [storm-sync]="--rate 150 --duration 20s --warmup 5s --fingerprints 50 --gateway-arg=--storm-updates=sync"
+  [storm-inline]="--rate 150 --duration 20s --warmup 5s --fingerprints 50 --gateway-arg=--storm-updates=inline"
+  [steady200-inline]="--rate 200 --duration 20s --warmup 5s --compare --gateway-arg=--storm-updates=inline"
   [burst2000]="--rate 0 --storm-rate 2000 --storm-duration 10s --storm-fingerprints 100 --warmup 0s"
   [disk200]="--rate 200 --duration 20s --warmup 5s --etcd-storage disk"
   [replicas3-200]="--rate 200 --duration 20s --warmup 5s --replicas 3"
 )
 names=("$@")
-[[ ${#names[@]} -eq 0 ]] && names=(steady100-nostorm steady100 steady200 steady300 steady500 steady1000 storm-async storm-sync burst2000 disk200 replicas3-200)
+[[ ${#names[@]} -eq 0 ]] && names=(steady100-nostorm steady100 steady200 steady300 steady500 steady1000 storm-async storm-sync storm-inline steady200-inline burst2000 disk200 replicas3-200)
 for name in "${names[@]}"; do
   echo "== $name: $lt ${runs[$name]}"
   # shellcheck disable=SC2086

@@ -112,6 +112,9 @@ pub enum StormUpdates {
     Async,
     /// Before responding; exists only to measure the alternative.
     Sync,
+    /// In the deduplication patch itself: no extra write and no staleness, at the price of
+    /// a few hundred bytes per duplicate patch of a storming RR (see PERF.md).
+    Inline,
 }
 
 /// `storm.*`
@@ -126,7 +129,7 @@ pub struct StormConfig {
     /// How often the queue writes pending storm states.
     #[serde(with = "duration")]
     pub flush_interval: Duration,
-    /// `async` (default) or `sync`.
+    /// `async` (default), `sync` or `inline`.
     pub updates: StormUpdates,
     /// Distinct RRs with a pending storm state; beyond it new states are dropped and counted.
     pub queue_capacity: usize,

@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use crate::api::server::{ServeOptions, serve};
 use crate::api::{App, Health};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, StormUpdates};
 use crate::dedup::{Engine, EngineSettings, Index};
 use crate::k8s::breaker::Breaker;
 use crate::k8s::store::KubeStore;
@@ -114,6 +114,7 @@ pub async fn run(
         namespace: namespace.clone(),
         rule,
         max_attempts: config.kubernetes.max_attempts,
+        inline_storm: config.storm.updates == StormUpdates::Inline,
     };
     let engine = Engine::new(
         store,

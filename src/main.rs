@@ -51,7 +51,7 @@ struct Args {
     /// Storm queue flush interval [storm.flush_interval; default 200ms].
     #[arg(long, env = "GATEWAY_STORM_FLUSH_INTERVAL", value_parser = gateway::config::duration::parse)]
     storm_flush_interval: Option<std::time::Duration>,
-    /// Storm status writes: async (queue) or sync (before responding) [storm.updates].
+    /// Storm status writes: async (queue), sync (before responding) or inline (in the dedup patch) [storm.updates].
     #[arg(long, env = "GATEWAY_STORM_UPDATES")]
     storm_updates: Option<StormUpdates>,
     /// Log format [log.format; default json].

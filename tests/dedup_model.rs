@@ -76,6 +76,7 @@ async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<Stri
         namespace: "ns".into(),
         rule,
         max_attempts: 64,
+        inline_storm: false,
     };
     let engine = Engine::new(
         store.clone(),

@@ -70,6 +70,7 @@ fn engine(
         namespace: "ns".into(),
         rule,
         max_attempts: 16,
+        inline_storm: false,
     };
     Engine::new(
         store.clone(),
@@ -303,4 +304,32 @@ async fn sync_mode_writes_before_responding() {
         .await
         .expect("written before the 5th response");
     assert_eq!(storm.aggregated_count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_mode_writes_with_the_dedup_patch() {
+    let (ns, client, kubeconfig) = namespace("storm-inline").await;
+    let http = Http::new();
+    let gateway = Gateway::start(&kubeconfig, &ns, &["--storm-updates", "inline"]);
+    gateway.ready(&http).await;
+    let gateways = std::slice::from_ref(&gateway);
+    for _ in 0..4 {
+        send(&http, gateways, &ns, "inline", 1).await;
+    }
+    assert_eq!(storm_of(&client, &ns, "inline").await, None);
+    for expected in 1..=3 {
+        send(&http, gateways, &ns, "inline", 1).await;
+        let storm = storm_of(&client, &ns, "inline")
+            .await
+            .expect("written with the count");
+        assert_eq!(storm.aggregated_count, expected);
+    }
+    let storm_writes = gateway
+        .metric(
+            &http,
+            "gateway_k8s_requests_total",
+            &[("verb", "patch_storm")],
+        )
+        .await;
+    assert_eq!(storm_writes, 0.0, "no separate storm write");
 }

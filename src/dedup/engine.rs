@@ -65,6 +65,8 @@ pub struct EngineSettings {
     pub rule: StormRule,
     /// Attempts per commit before answering 503 (`kubernetes.max_attempts`).
     pub max_attempts: u32,
+    /// `storm.updates = inline`: the storm block rides on the deduplication patch.
+    pub inline_storm: bool,
 }
 
 /// The dedup engine; cheap to clone.
@@ -89,6 +91,7 @@ struct Inner<S, O> {
     observer: O,
     rule: StormRule,
     max_attempts: u32,
+    inline_storm: bool,
     slots: DashMap<Fingerprint, Vec<Waiter>, ahash::RandomState>,
 }
 
@@ -112,6 +115,7 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
             namespace,
             rule,
             max_attempts,
+            inline_storm,
         } = settings;
         Engine {
             inner: Arc::new(Inner {
@@ -123,6 +127,7 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
                 observer,
                 rule,
                 max_attempts,
+                inline_storm,
                 slots: DashMap::default(),
             }),
         }
@@ -220,12 +225,17 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
                     let crossed = inner.rule.advance(&mut history, &arrivals);
                     let last_seen = pending.iter().map(|w| w.received).max().unwrap_or(now);
                     let last_seen = last_seen.max(active.last_seen);
-                    let patch = dedup_patch(
+                    let mut patch = dedup_patch(
                         active.resource_version,
                         &history,
                         active.first_seen,
                         last_seen,
                     );
+                    if inner.inline_storm
+                        && let Some(storm) = inner.rule.status(&fingerprint, &active.name, &history)
+                    {
+                        patch["status"]["stormAggregation"] = serde_json::json!(storm);
+                    }
                     match inner.store.patch_status(&active.name, &patch).await {
                         Ok(stored) => {
                             inner.index.apply(&stored);

@@ -68,6 +68,8 @@ impl<S: RrStore> CommitObserver for Storm<S> {
             status,
         };
         match self.mode {
+            // The engine already wrote it with the deduplication patch.
+            StormUpdates::Inline => {}
             StormUpdates::Async => self.queue.offer(state.name.clone(), write),
             StormUpdates::Sync => {
                 queue::write(
