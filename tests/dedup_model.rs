@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,7 +18,6 @@ use gateway::clock::SystemClock;
 use gateway::dedup::{Engine, EngineSettings, Index, NoObserver};
 use gateway::fingerprint::Fingerprint;
 use gateway::ingest::Signal;
-use gateway::k8s::types::{ResourceRef, SignalSource};
 use gateway::processor::{Outcome, ProcessError, Processor};
 use gateway::storm::StormRule;
 use gateway::telemetry::Metrics;
@@ -30,23 +29,7 @@ fn fingerprint(i: u8) -> Fingerprint {
 }
 
 fn signal(i: u8) -> Signal {
-    Signal {
-        fingerprint: fingerprint(i),
-        name: "HighLatency".into(),
-        severity: "critical".into(),
-        source: SignalSource::Prometheus,
-        resource: ResourceRef {
-            kind: "Pod".into(),
-            name: format!("pod-{i}"),
-            namespace: Some("ns".into()),
-            api_version: None,
-        },
-        cluster: None,
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        firing_time: jiff::Timestamp::now(),
-        raw: "{}".into(),
-    }
+    support::fake::pod_signal(&format!("pod-{i}"))
 }
 
 #[derive(Clone, Debug)]

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,33 +14,12 @@ use gateway::clock::{Clock, ManualClock};
 use gateway::config::StormUpdates;
 use gateway::dedup::{Engine, EngineSettings, Index};
 use gateway::fingerprint::Fingerprint;
-use gateway::ingest::Signal;
-use gateway::k8s::types::{ResourceRef, SignalSource, StormAggregationStatus};
+use gateway::k8s::types::StormAggregationStatus;
 use gateway::processor::{Outcome, Processor};
 use gateway::storm::{Storm, StormQueue, StormRule};
 use gateway::telemetry::Metrics;
-use support::fake::FakeStore;
+use support::fake::{FakeStore, pod_signal as signal};
 use support::{Gateway, Http, alert, eventually, pod_fingerprint, rrs_of};
-
-fn signal(pod: &str) -> Signal {
-    Signal {
-        fingerprint: Fingerprint::of(None, "ns", "Pod", pod),
-        name: "HighLatency".into(),
-        severity: "critical".into(),
-        source: SignalSource::Prometheus,
-        resource: ResourceRef {
-            kind: "Pod".into(),
-            name: pod.into(),
-            namespace: Some("ns".into()),
-            api_version: None,
-        },
-        cluster: None,
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        firing_time: jiff::Timestamp::now(),
-        raw: "{}".into(),
-    }
-}
 
 /// An engine in `sync` storm mode over the fake store, driven by a manual clock.
 fn engine(

@@ -158,3 +158,25 @@ impl FakeStore {
         rr.status.as_ref()?.storm_aggregation.clone()
     }
 }
+
+/// A valid signal about Pod `pod` in namespace `ns`, as an adapter would produce it.
+pub fn pod_signal(pod: &str) -> gateway::ingest::Signal {
+    use gateway::k8s::types::{ResourceRef, SignalSource};
+    gateway::ingest::Signal {
+        fingerprint: gateway::fingerprint::Fingerprint::of(None, "ns", "Pod", pod),
+        name: "HighLatency".into(),
+        severity: "critical".into(),
+        source: SignalSource::Prometheus,
+        resource: ResourceRef {
+            kind: "Pod".into(),
+            name: pod.into(),
+            namespace: Some("ns".into()),
+            api_version: None,
+        },
+        cluster: None,
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        firing_time: jiff::Timestamp::now(),
+        raw: "{}".into(),
+    }
+}
