@@ -177,7 +177,7 @@ impl Default for LogConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -186,7 +186,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML is invalid or has an unknown key or a bad value.
-    #[error("invalid config file {path}: {source}")]
+    #[error("invalid config file {path}")]
     Parse {
         /// The file.
         path: PathBuf,

@@ -13,7 +13,7 @@ use crate::config::KubernetesConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The kubeconfig file could not be read or used.
-    #[error("kubeconfig {path}: {source}")]
+    #[error("kubeconfig {path}")]
     Kubeconfig {
         /// The file.
         path: std::path::PathBuf,
@@ -22,10 +22,12 @@ pub enum ConnectError {
         source: kube::config::KubeconfigError,
     },
     /// Neither in-cluster configuration nor a default kubeconfig was found.
-    #[error("no Kubernetes configuration: {0}")]
+    #[error(
+        "no Kubernetes configuration (no in-cluster service account, no KUBECONFIG, no ~/.kube/config)"
+    )]
     Infer(#[source] kube::config::InferConfigError),
     /// The client could not be built from the configuration.
-    #[error("building the Kubernetes client: {0}")]
+    #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
 }
 
