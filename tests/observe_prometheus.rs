@@ -151,11 +151,9 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     let began = Instant::now();
     let log = |what: &str| eprintln!("[{:>6.1?}] {what}", began.elapsed());
     let dir = tempfile::tempdir().unwrap();
+    // envtest shortens the apiserver's wait on open watches, so the outage below starts at once.
     let plane = ControlPlane::start(Options {
         crds: default_crds(),
-        // kube-apiserver stops listening at once on SIGTERM but otherwise lingers on the
-        // gateways' open watches until killed after envtest's 15 s grace; this ends them.
-        apiserver_args: vec!["--shutdown-watch-termination-grace-period=1s".to_owned()],
         ..Options::default()
     })
     .await
