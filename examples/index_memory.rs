@@ -26,6 +26,12 @@ fn main() {
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let storm = args.iter().any(|a| a == "--storm");
     let now = Time(jiff::Timestamp::now());
+    println!(
+        "size_of: RrState {} B, History {} B, Timestamp {} B",
+        std::mem::size_of::<gateway::dedup::RrState>(),
+        std::mem::size_of::<gateway::storm::History>(),
+        std::mem::size_of::<jiff::Timestamp>()
+    );
     let before = resident_mib();
     let index = Index::new();
     for i in 0..n {
