@@ -10,51 +10,14 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::dedup::Index;
 use gateway::fingerprint::Fingerprint;
 use gateway::k8s::RemediationRequest;
-use gateway::k8s::types::{
-    DeduplicationStatus, RemediationRequestSpec, RemediationRequestStatus, ResourceRef,
-    SignalSource, SignalType, TargetType,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+#[path = "../examples/support/pod_rr.rs"]
+mod pod_rr;
 
 const ENTRIES: usize = 100_000;
 
 fn rr(i: usize, resource_version: u64) -> (Fingerprint, RemediationRequest) {
-    let fingerprint = Fingerprint::of(None, "shop", "Pod", &format!("api-{i}"));
-    let now = Time(jiff::Timestamp::now());
-    let spec = RemediationRequestSpec {
-        signal_fingerprint: fingerprint.to_string(),
-        signal_name: "HighErrorRate".into(),
-        severity: "critical".into(),
-        signal_type: SignalType::Alert,
-        signal_source: SignalSource::Prometheus,
-        target_type: TargetType::Kubernetes,
-        target_resource: ResourceRef {
-            kind: "Pod".into(),
-            name: format!("api-{i}"),
-            namespace: Some("shop".into()),
-            api_version: None,
-        },
-        cluster_id: None,
-        firing_time: now.clone(),
-        received_time: now.clone(),
-        signal_labels: None,
-        signal_annotations: None,
-        original_payload: None,
-    };
-    let mut rr = RemediationRequest::new(&format!("rr-{i}"), spec);
-    rr.metadata.resource_version = Some(resource_version.to_string());
-    rr.status = Some(RemediationRequestStatus {
-        deduplication: Some(DeduplicationStatus {
-            occurrence_count: 3,
-            first_seen_at: now.clone(),
-            last_seen_at: now,
-            recent_occurrences: vec![1, 2, 3],
-            storm_detected_at: None,
-            storm_detected_count: None,
-        }),
-        ..RemediationRequestStatus::default()
-    });
-    (fingerprint, rr)
+    pod_rr::pod_rr(&format!("api-{i}"), vec![1, 2, 3], Some(resource_version))
 }
 
 fn filled() -> (Arc<Index>, Vec<(Fingerprint, RemediationRequest)>) {

@@ -5,13 +5,11 @@
 use std::time::Instant;
 
 use futures::StreamExt;
-use gateway::fingerprint::Fingerprint;
 use gateway::k8s::RemediationRequest;
-use gateway::k8s::types::{
-    RemediationRequestSpec, ResourceRef, SignalSource, SignalType, TargetType,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::PostParams;
+
+#[path = "support/pod_rr.rs"]
+mod pod_rr;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -28,40 +26,13 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let api: kube::Api<RemediationRequest> =
         kube::Api::namespaced(kube::Client::try_from(config)?, namespace);
-    let now = Time(jiff::Timestamp::now());
     let started = Instant::now();
     let failures = futures::stream::iter(0..n)
         .map(|i| {
-            let (api, now) = (api.clone(), now.clone());
+            let api = api.clone();
             async move {
-                let fingerprint = Fingerprint::of(None, "shop", "Pod", &format!("preload-{i}"));
-                let spec = RemediationRequestSpec {
-                    signal_fingerprint: fingerprint.to_string(),
-                    signal_name: "HighErrorRate".into(),
-                    severity: "critical".into(),
-                    signal_type: SignalType::Alert,
-                    signal_source: SignalSource::Prometheus,
-                    target_type: TargetType::Kubernetes,
-                    target_resource: ResourceRef {
-                        kind: "Pod".into(),
-                        name: format!("preload-{i}"),
-                        namespace: Some("shop".into()),
-                        api_version: None,
-                    },
-                    cluster_id: None,
-                    firing_time: now.clone(),
-                    received_time: now,
-                    signal_labels: None,
-                    signal_annotations: None,
-                    original_payload: None,
-                };
-                let name = gateway::dedup::index::rr_name(&fingerprint, 0);
-                api.create(
-                    &PostParams::default(),
-                    &RemediationRequest::new(&name, spec),
-                )
-                .await
-                .is_err()
+                let (_, rr) = pod_rr::pod_rr(&format!("preload-{i}"), Vec::new(), None);
+                api.create(&PostParams::default(), &rr).await.is_err()
             }
         })
         .buffer_unordered(concurrency)
