@@ -5,6 +5,7 @@
 //! fingerprint, alert name or RR name.
 
 pub mod names;
+pub mod process;
 
 use std::sync::{Arc, OnceLock};
 
@@ -44,26 +45,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 /// The `/metrics` body: process figures refreshed from `/proc`, then every series.
 pub fn render() -> String {
-    if let Some((rss, cpu)) = process_figures() {
-        metrics::gauge!(names::PROCESS_RESIDENT_MEMORY).set(rss);
-        metrics::gauge!(names::PROCESS_CPU_SECONDS).set(cpu);
+    if let Some(usage) = process::Usage::read(None) {
+        metrics::gauge!(names::PROCESS_RESIDENT_MEMORY).set(usage.resident_bytes as f64);
+        metrics::gauge!(names::PROCESS_CPU_SECONDS).set(usage.cpu_seconds);
     }
     prometheus().render()
-}
-
-/// Resident bytes and CPU seconds of this process (Linux; `None` elsewhere).
-fn process_figures() -> Option<(f64, f64)> {
-    // statm: sizes in pages; stat: utime and stime in clock ticks (fields 14 and 15).
-    const PAGE: f64 = 4096.0;
-    const TICKS: f64 = 100.0;
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let resident: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after_name = stat.rsplit_once(')')?.1;
-    let mut fields = after_name.split_whitespace().skip(11);
-    let user: f64 = fields.next()?.parse().ok()?;
-    let system: f64 = fields.next()?.parse().ok()?;
-    Some((resident * PAGE, (user + system) / TICKS))
 }
 
 fn describe() {
