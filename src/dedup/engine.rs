@@ -18,18 +18,15 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::oneshot;
 
-use super::index::{GENERATION_LABEL, Index, RrState, rr_name};
+use super::index::{Index, RrState};
+use super::rr;
 use crate::clock::Clock;
 use crate::fingerprint::Fingerprint;
 use crate::ingest::Signal;
 use crate::k8s::store::{RrStore, StoreError};
-use crate::k8s::types::{
-    ANNOTATION_VALUE_MAX, LABEL_VALUE_MAX, ORIGINAL_PAYLOAD_MAX, RemediationRequest,
-    RemediationRequestSpec, ResourceRef, SignalType, TargetType,
-};
 use crate::processor::{Outcome, ProcessError, Processor};
 use crate::storm::{History, StormRule};
 use crate::telemetry::{Metrics, Outcome as CallOutcome};
@@ -185,7 +182,7 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
                 None => {
                     let generation = inner.index.next_generation(&fingerprint);
                     let Some(first) = pending.front() else { return };
-                    let rr = self.new_rr(&first.signal, generation, first.received);
+                    let rr = rr::build(&first.signal, &inner.namespace, generation, first.received);
                     let name = rr.metadata.name.clone().unwrap_or_default();
                     match inner.store.create(&rr).await {
                         Ok(stored) => {
@@ -314,47 +311,6 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
             }
         }
     }
-
-    fn new_rr(&self, signal: &Signal, generation: u32, received: Timestamp) -> RemediationRequest {
-        let name = rr_name(&signal.fingerprint, generation);
-        let truncate = |map: &std::collections::BTreeMap<String, String>, max: usize| {
-            (!map.is_empty()).then(|| {
-                map.iter()
-                    .map(|(k, v)| (k.clone(), truncate_chars(v, max).to_owned()))
-                    .collect()
-            })
-        };
-        let spec = RemediationRequestSpec {
-            signal_fingerprint: signal.fingerprint.to_string(),
-            signal_name: signal.name.clone(),
-            severity: signal.severity.clone(),
-            signal_type: SignalType::Alert,
-            signal_source: signal.source,
-            target_type: TargetType::Kubernetes,
-            target_resource: ResourceRef {
-                kind: signal.resource.kind.clone(),
-                name: signal.resource.name.clone(),
-                namespace: signal.resource.namespace.clone(),
-                api_version: signal.resource.api_version.clone(),
-            },
-            cluster_id: signal.cluster.clone(),
-            firing_time: Time(signal.firing_time),
-            received_time: Time(received),
-            signal_labels: truncate(&signal.labels, LABEL_VALUE_MAX),
-            signal_annotations: truncate(&signal.annotations, ANNOTATION_VALUE_MAX),
-            original_payload: Some(truncate_bytes(&signal.raw, ORIGINAL_PAYLOAD_MAX).to_owned()),
-        };
-        RemediationRequest {
-            metadata: ObjectMeta {
-                name: Some(name),
-                namespace: Some(self.inner.namespace.clone()),
-                labels: Some([(GENERATION_LABEL.to_string(), generation.to_string())].into()),
-                ..ObjectMeta::default()
-            },
-            spec,
-            status: None,
-        }
-    }
 }
 
 impl<S: RrStore, O: CommitObserver> Processor for Engine<S, O> {
@@ -434,22 +390,4 @@ fn to_process_error(error: StoreError) -> ProcessError {
         // with them, or with a refused object, is a bug.
         other => ProcessError::Internal(other.to_string()),
     }
-}
-
-fn truncate_chars(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => &text[..at],
-        None => text,
-    }
-}
-
-fn truncate_bytes(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut at = max;
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    &text[..at]
 }

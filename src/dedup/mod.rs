@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod index;
+pub mod rr;
 pub mod watch;
 
 pub use engine::{CommitObserver, Engine, EngineSettings, NoObserver};

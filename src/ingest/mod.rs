@@ -52,14 +52,6 @@ pub struct Signal {
     pub raw: String,
 }
 
-/// `s` cut to at most `max` characters (not bytes: the CRD's `maxLength` counts characters).
-pub(crate) fn truncate_chars(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((end, _)) => &s[..end],
-        None => s,
-    }
-}
-
 /// Why a payload, or one alert of it, can never succeed. Every variant is a 400: Alertmanager
 /// drops 4xx for good, so only input that no retry could fix lands here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

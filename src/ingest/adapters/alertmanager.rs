@@ -23,9 +23,8 @@ use crate::fingerprint::Fingerprint;
 use crate::ingest::freshness::{self, check_not_future, check_not_stale};
 use crate::ingest::{
     RESOURCE_NAME_MAX_CHARS, Rejection, SEVERITY_MAX_CHARS, SIGNAL_NAME_MAX_CHARS, Signal,
-    truncate_chars,
 };
-use crate::k8s::types::{ResourceRef, SignalSource};
+use crate::k8s::types::{ResourceRef, SignalSource, truncate_chars};
 
 /// Labels that name the target resource, in precedence order, with the kind each implies.
 /// `job` is absent on purpose: in Prometheus it is the scrape job, not a Kubernetes Job.

@@ -21,9 +21,8 @@ use crate::fingerprint::Fingerprint;
 use crate::ingest::freshness::{self, check_not_future, check_not_stale};
 use crate::ingest::{
     RESOURCE_KIND_MAX_CHARS, RESOURCE_NAME_MAX_CHARS, Rejection, SIGNAL_NAME_MAX_CHARS, Signal,
-    truncate_chars,
 };
-use crate::k8s::types::{ResourceRef, SignalSource};
+use crate::k8s::types::{ResourceRef, SignalSource, truncate_chars};
 
 /// Kinds that are not namespaced: their target resource has no namespace and their fingerprint
 /// hashes an empty one (DESIGN.md §3), whatever namespace the Event itself was recorded in
