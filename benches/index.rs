@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gateway::dedup::Index;
 use gateway::fingerprint::Fingerprint;
+use gateway::index::Index;
 use gateway::k8s::RemediationRequest;
 
 #[path = "../examples/support/pod_rr.rs"]

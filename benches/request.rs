@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use gateway::api::{App, Health};
+use gateway::api::App;
 use gateway::clock::SystemClock;
 use gateway::config::ApiConfig;
+use gateway::health::Health;
 use gateway::ingest::Signal;
 use gateway::processor::{Outcome, ProcessError, Processor};
 use gateway::telemetry::Metrics;

@@ -2,7 +2,7 @@
 //! shaped like the gateway's own (deterministic names, one occurrence each, or a full storm
 //! history with `--storm`). Run: `cargo run --release --example index_memory -- 100000`.
 
-use gateway::dedup::Index;
+use gateway::index::Index;
 
 #[path = "support/pod_rr.rs"]
 mod pod_rr;
@@ -23,8 +23,8 @@ fn main() {
     let storm = args.iter().any(|a| a == "--storm");
     println!(
         "size_of: RrState {} B, History {} B, Timestamp {} B",
-        std::mem::size_of::<gateway::dedup::RrState>(),
-        std::mem::size_of::<gateway::storm::History>(),
+        std::mem::size_of::<gateway::index::RrState>(),
+        std::mem::size_of::<gateway::k8s::history::History>(),
         std::mem::size_of::<jiff::Timestamp>()
     );
     let before = resident_mib();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::storm::Mode;
 use crate::telemetry::LogFormat;
 
 /// The whole configuration, one nested block per module.
@@ -103,20 +104,6 @@ impl Default for KubernetesConfig {
     }
 }
 
-/// How storm status reaches the RR.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum StormUpdates {
-    /// Through the coalescing background queue; never delays a response.
-    #[default]
-    Async,
-    /// Before responding; exists only to measure the alternative.
-    Sync,
-    /// In the deduplication patch itself: no extra write and no staleness, at the price of
-    /// a few hundred bytes per duplicate patch of a storming RR (see PERF.md).
-    Inline,
-}
-
 /// `storm.*`
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -130,7 +117,7 @@ pub struct StormConfig {
     #[serde(with = "duration")]
     pub flush_interval: Duration,
     /// `async` (default), `sync` or `inline`.
-    pub updates: StormUpdates,
+    pub updates: Mode,
     /// Distinct RRs with a pending storm state; beyond it new states are dropped and counted.
     pub queue_capacity: usize,
     /// Storm patches in flight at once.
@@ -146,7 +133,7 @@ impl Default for StormConfig {
             threshold: 5,
             window: Duration::from_secs(60),
             flush_interval: Duration::from_millis(200),
-            updates: StormUpdates::Async,
+            updates: Mode::Async,
             queue_capacity: 100_000,
             max_concurrent_patches: 8,
             history_size: 64,
@@ -329,7 +316,7 @@ mod tests {
         assert_eq!(c.storm.threshold, 7);
         assert_eq!(c.storm.window, Duration::ZERO);
         assert_eq!(c.storm.flush_interval, Duration::from_millis(50));
-        assert_eq!(c.storm.updates, StormUpdates::Sync);
+        assert_eq!(c.storm.updates, Mode::Sync);
         assert_eq!(c.kubernetes.call_timeout, Duration::from_secs(3));
         assert_eq!(c.api.body_limit, 262_144);
     }

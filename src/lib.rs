@@ -3,14 +3,21 @@
 //! onto the RR that already exists, and marks alert storms. All state lives in Kubernetes.
 //!
 //! # Layout
-//! - [`config`]: the YAML configuration, every limit a documented field with a default.
+//! Dependencies point one way, from the top of this list to the bottom; no module imports one
+//! listed above it.
+//! - [`run`] and [`parts`]: the entry point and what it serves with.
 //! - [`api`]: the three HTTP listeners, limits, and the one error → response mapping.
+//! - [`processor`]: the seam between the HTTP layer and deduplication.
+//! - [`dedup`]: the create-or-count engine with group commit, the RR builder, the watch.
+//! - [`config`]: the YAML configuration, every limit a documented field with a default.
+//! - [`storm`]: the storm rule, the coalescing queue, and how storm status is written.
 //! - [`ingest`]: wire formats ([`ingest::adapters`]) into [`ingest::Signal`]s.
+//! - [`index`]: the watch-fed fingerprint index and the deterministic RR names.
+//! - [`k8s`]: RR types, the deduplication history in their status, Kubernetes calls with
+//!   deadlines, circuit breaker.
+//! - [`health`], [`shutdown`]: process-wide readiness and the shutdown tokens.
 //! - [`fingerprint`]: the identity of a problem.
-//! - [`processor`]: the seam between the HTTP layer and the engine.
-//! - [`dedup`]: the watch-fed index and the create-or-count engine with group commit.
-//! - [`k8s`]: RR types, Kubernetes calls with deadlines, circuit breaker.
-//! - [`telemetry`]: metric names, typed handles, exporter and logs.
+//! - [`telemetry`]: metric names, typed handles, `/proc` figures, exporter and logs.
 //! - [`clock`]: injectable time.
 #![deny(missing_docs)]
 
@@ -19,9 +26,13 @@ pub mod clock;
 pub mod config;
 pub mod dedup;
 pub mod fingerprint;
+pub mod health;
+pub mod index;
 pub mod ingest;
 pub mod k8s;
+pub mod parts;
 pub mod processor;
+pub mod shutdown;
 pub mod storm;
 pub mod telemetry;
 
@@ -29,16 +40,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::api::server::{ServeOptions, serve};
-use crate::api::{App, Health};
-use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, StormUpdates};
-use crate::dedup::{Engine, EngineSettings, Index};
-use crate::k8s::breaker::Breaker;
-use crate::k8s::store::KubeStore;
-use crate::storm::{Storm, StormQueue, StormRule};
+use crate::api::{App, metrics, probes, routes};
+use crate::config::Config;
+pub use crate::parts::Parts;
+use crate::processor::Processor;
 use crate::telemetry::Metrics;
 
 /// The three bound listeners.
@@ -51,141 +58,79 @@ pub struct Listeners {
     pub metrics: TcpListener,
 }
 
-/// Runs the gateway until `shutdown` completes, then shuts down in three steps: readiness
-/// turns false and the API listener stops accepting; in-flight requests drain within
-/// `api.shutdown_grace`; background work (the watch, the storm queue) ends.
-///
-/// `namespace` is the resolved controller namespace.
-pub async fn run(
+impl Listeners {
+    /// Three listeners on free loopback ports, for tests and benches.
+    pub async fn loopback() -> std::io::Result<Listeners> {
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        Ok(Listeners {
+            api: bind().await?,
+            health: bind().await?,
+            metrics: bind().await?,
+        })
+    }
+}
+
+/// Serves `parts` on `listeners` until `shutdown` completes, then shuts down in three steps:
+/// readiness turns false and the listeners stop accepting (the watch ends too); in-flight
+/// requests drain within `api.shutdown_grace`; the background work that runs last (the storm
+/// queue's final flush) ends.
+pub async fn run<P: Processor>(
     config: Config,
-    client: kube::Client,
-    namespace: String,
+    parts: Parts<P>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) {
-    let metrics = Metrics::new();
-    let health = Arc::new(Health::new());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let index = Arc::new(Index::new());
-    let (stop_tx, stop) = watch::channel(false);
-
-    let breaker = Arc::new(Breaker::new(
-        config.kubernetes.breaker_failures,
-        config.kubernetes.breaker_cooldown,
-        metrics.circuit_breaker_state.clone(),
-    ));
-    let store = KubeStore::new(
-        client.clone(),
-        &namespace,
-        config.kubernetes.call_timeout,
-        breaker,
-        metrics.clone(),
-        health.clone(),
-    );
-    let store = Arc::new(store);
-    let rule = StormRule {
-        threshold: config.storm.threshold,
-        window: config.storm.window,
-        history_size: config.storm.history_size,
-    };
-    let queue = Arc::new(StormQueue::new(
-        config.storm.queue_capacity,
-        metrics.clone(),
-    ));
-    let storm = Storm::new(
-        rule,
-        config.storm.updates,
-        queue.clone(),
-        store.clone(),
-        index.clone(),
-        metrics.clone(),
-    );
-    let (storm_stop_tx, storm_stop) = watch::channel(false);
-    let storm_task = tokio::spawn(storm::queue::run(
-        queue,
-        store.clone(),
-        index.clone(),
-        metrics.clone(),
-        config.storm.flush_interval,
-        config.storm.max_concurrent_patches,
-        storm_stop,
-    ));
-    let settings = EngineSettings {
-        namespace: namespace.clone(),
-        rule,
-        max_attempts: config.kubernetes.max_attempts,
-        inline_storm: config.storm.updates == StormUpdates::Inline,
-    };
-    let engine = Engine::new(
-        store,
-        index.clone(),
-        settings,
-        clock.clone(),
-        metrics.clone(),
-        storm,
-    );
-    let watch_task = tokio::spawn(dedup::watch::run(
-        kube::Api::namespaced(client, &namespace),
-        index,
-        health.clone(),
-        metrics.clone(),
-        stop.clone(),
-    ));
-
-    let app = Arc::new(App::new(
-        Arc::new(engine),
-        config.api.clone(),
-        health.clone(),
-        metrics,
-        clock.clone(),
-    ));
+    let Parts {
+        processor,
+        health,
+        clock,
+        shutdown: tokens,
+        tasks,
+    } = parts;
     let options = ServeOptions {
         max_connections: config.api.max_connections,
         header_read_timeout: config.api.read_timeout,
         grace: config.api.shutdown_grace,
     };
-    let api_task = tokio::spawn(serve(
+    let app = Arc::new(App::new(
+        processor,
+        config.api,
+        health.clone(),
+        Metrics::new(),
+        clock.clone(),
+    ));
+    let api = tokio::spawn(serve(
         listeners.api,
         options.clone(),
-        move |request| api::routes::handle(app.clone(), request),
-        stop.clone(),
+        move |request| routes::handle(app.clone(), request),
+        tokens.intake(),
     ));
     let probe_health = health.clone();
-    let health_task = tokio::spawn(serve(
+    let probes = tokio::spawn(serve(
         listeners.health,
         options.clone(),
         move |request| {
-            let response = api::health::handle(&probe_health, &*clock, &request);
+            let response = probes::handle(&probe_health, &*clock, &request);
             async move { response }
         },
-        stop.clone(),
+        tokens.intake(),
     ));
-    let metrics_task = tokio::spawn(serve(
+    let scrapes = tokio::spawn(serve(
         listeners.metrics,
         options,
-        |_request| {
-            let body = telemetry::render();
-            async move {
-                let mut response = http::Response::new(bytes::Bytes::from(body));
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                response
-            }
-        },
-        stop.clone(),
+        |_request| async { metrics::handle() },
+        tokens.intake(),
     ));
 
     shutdown.await;
     tracing::info!("shutting down: readiness off, draining in-flight requests");
     health.set_shutting_down();
-    let _ = stop_tx.send(true);
-    match api_task.await {
+    tokens.stop_intake();
+    match api.await {
         Ok(true) => tracing::info!("in-flight requests drained"),
         _ => tracing::warn!("shutdown grace period ended with requests still open"),
     }
-    // Last step: the storm queue writes what is pending, after the requests that fed it.
-    let _ = storm_stop_tx.send(true);
-    let _ = tokio::join!(health_task, metrics_task, watch_task, storm_task);
+    tokens.stop_all();
+    let _ = tokio::join!(probes, scrapes);
+    futures::future::join_all(tasks).await;
 }

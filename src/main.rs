@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use gateway::config::{Config, StormUpdates};
+use gateway::config::Config;
+use gateway::storm::Mode;
 use gateway::telemetry::{self, LogFormat};
 
 /// Alert ingestion gateway for Kubernetes remediation.
@@ -53,7 +54,7 @@ struct Args {
     storm_flush_interval: Option<std::time::Duration>,
     /// Storm status writes: async (queue), sync (before responding) or inline (in the dedup patch) [storm.updates].
     #[arg(long, env = "GATEWAY_STORM_UPDATES")]
-    storm_updates: Option<StormUpdates>,
+    storm_updates: Option<Mode>,
     /// Log format [log.format; default json].
     #[arg(long, env = "GATEWAY_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -136,7 +137,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         health: bind(config.api.health_listen).await?,
         metrics: bind(config.api.metrics_listen).await?,
     };
-    let (client, namespace) = gateway::k8s::connect(&config.kubernetes).await?;
+    let (client, namespace) = gateway::k8s::connect(
+        config.kubernetes.kubeconfig.as_deref(),
+        config.kubernetes.namespace.as_deref(),
+    )
+    .await?;
     tracing::info!(
         api = %listeners.api.local_addr()?,
         health = %listeners.health.local_addr()?,
@@ -144,7 +149,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         namespace,
         "gateway listening"
     );
-    gateway::run(config, client, namespace, listeners, shutdown_signal()).await;
+    let parts = gateway::Parts::kube(&config, client, &namespace);
+    gateway::run(config, parts, listeners, shutdown_signal()).await;
     Ok(())
 }
 

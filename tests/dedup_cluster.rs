@@ -239,8 +239,7 @@ async fn rr_created_out_of_band_is_deduplicated_onto() {
     let gw = &gateways[0];
     let fp = pod_fingerprint(&ns, "cache-0");
     let api: Api<RemediationRequest> = Api::namespaced(client.clone(), &ns);
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-    let spec = support::test_spec(&fp, "cache-0", &ns, now);
+    let spec = support::test_spec("cache-0", &ns);
     let mut rr = RemediationRequest::new("made-by-hand", spec);
     rr.metadata.labels = Some(BTreeMap::new());
     api.create(&PostParams::default(), &rr).await.unwrap();

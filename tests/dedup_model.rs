@@ -15,11 +15,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gateway::clock::SystemClock;
-use gateway::dedup::{Engine, EngineSettings, Index, NoObserver};
+use gateway::dedup::{Engine, Settings};
 use gateway::fingerprint::Fingerprint;
+use gateway::index::Index;
 use gateway::ingest::Signal;
-use gateway::processor::{Outcome, ProcessError, Processor};
-use gateway::storm::StormRule;
+use gateway::processor::{Outcome, ProcessError};
+use gateway::storm;
 use gateway::telemetry::Metrics;
 use proptest::prelude::*;
 use support::fake::FakeStore;
@@ -50,24 +51,33 @@ fn op() -> impl Strategy<Value = Op> {
 /// Runs the ops; returns, per RR, the counts the engine answered.
 async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<String, Vec<i64>> {
     store.fail_every.store(fail_every, Ordering::SeqCst);
-    let rule = StormRule {
+    let rule = storm::Rule {
         threshold: 5,
         window: Duration::from_secs(60),
         history_size: 64,
     };
-    let settings = EngineSettings {
+    let settings = Settings {
         namespace: "ns".into(),
-        rule,
         max_attempts: 64,
-        inline_storm: false,
     };
+    let index = Arc::new(Index::new());
+    let metrics = Metrics::new();
+    // Async storm mode with no flusher: storm status is never written, only counts are.
+    let storm = storm::Writer::new(
+        rule,
+        storm::Mode::Async,
+        100,
+        store.clone(),
+        index.clone(),
+        metrics.clone(),
+    );
     let engine = Engine::new(
         store.clone(),
-        Arc::new(Index::new()),
+        index,
         settings,
         Arc::new(SystemClock),
-        Metrics::new(),
-        NoObserver,
+        metrics,
+        storm,
     );
     let mut answered: HashMap<String, Vec<i64>> = HashMap::new();
     for op in ops {

@@ -1,5 +1,5 @@
 //! Black-box tests of the HTTP contract (DESIGN.md §2–3): the API listener and the health
-//! listener, served on `127.0.0.1:0` exactly as the binary serves them, with a fake
+//! listener, served on `127.0.0.1:0` by the gateway's own [`gateway::run`], with a fake
 //! [`Processor`] behind the routes so every status code and body can be produced on demand.
 //!
 //! Every API response, whatever its status, is checked for the security headers and a fresh
@@ -13,13 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway::api::server::{ServeOptions, serve};
-use gateway::api::{App, Health};
 use gateway::clock::{Clock, ManualClock, SystemClock};
-use gateway::config::ApiConfig;
+use gateway::config::{ApiConfig, Config};
+use gateway::health::Health;
 use gateway::ingest::Signal;
 use gateway::processor::{Outcome, ProcessError, Processor};
-use gateway::telemetry::Metrics;
+use gateway::{Listeners, Parts};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -30,8 +29,7 @@ use hyper_util::rt::TokioExecutor;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 const PROMETHEUS: &str = "/api/v1/signals/prometheus";
 const EVENT: &str = "/api/v1/signals/kubernetes-event";
@@ -194,11 +192,40 @@ fn chunked(body: Vec<u8>) -> ClientBody {
     StreamBody::new(futures::stream::iter(frames)).boxed()
 }
 
-fn options() -> ServeOptions {
-    ServeOptions {
-        max_connections: 64,
-        header_read_timeout: Duration::from_secs(5),
-        grace: Duration::from_secs(1),
+/// The gateway's own `run` around a processor, on loopback ports; it stops when dropped.
+struct Running {
+    /// `http://` base of the API listener.
+    api: String,
+    /// `http://` base of the health listener.
+    health_base: String,
+    health: Arc<Health>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Running {
+    async fn start(processor: Arc<FakeProcessor>, api: ApiConfig, clock: Arc<dyn Clock>) -> Self {
+        let config = Config {
+            api: ApiConfig {
+                shutdown_grace: Duration::from_secs(1),
+                ..api
+            },
+            ..Config::default()
+        };
+        let parts = Parts::processor(processor, clock);
+        let health = parts.health.clone();
+        let listeners = Listeners::loopback().await.unwrap();
+        let base = |l: &tokio::net::TcpListener| format!("http://{}", l.local_addr().unwrap());
+        let (api, health_base) = (base(&listeners.api), base(&listeners.health));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(gateway::run(config, parts, listeners, async move {
+            let _ = stopped.await;
+        }));
+        Running {
+            api,
+            health_base,
+            health,
+            _stop: stop,
+        }
     }
 }
 
@@ -239,13 +266,7 @@ struct Gateway {
     processor: Arc<FakeProcessor>,
     health: Arc<Health>,
     client: Client<HttpConnector, ClientBody>,
-    stop: watch::Sender<bool>,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
+    _running: Running,
 }
 
 impl Gateway {
@@ -265,29 +286,13 @@ impl Gateway {
         clock: Arc<dyn Clock>,
     ) -> Gateway {
         let processor = Arc::new(processor);
-        let health = Arc::new(Health::new());
-        let app = Arc::new(App::new(
-            processor.clone(),
-            config,
-            health.clone(),
-            Metrics::new(),
-            clock,
-        ));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(serve(
-            listener,
-            options(),
-            move |request| gateway::api::routes::handle(app.clone(), request),
-            stop_rx,
-        ));
+        let running = Running::start(processor.clone(), config, clock).await;
         Gateway {
-            base,
+            base: running.api.clone(),
             processor,
-            health,
+            health: running.health.clone(),
             client: client(),
-            stop,
+            _running: running,
         }
     }
 
@@ -1376,31 +1381,20 @@ struct HealthListener {
     base: String,
     health: Arc<Health>,
     client: Client<HttpConnector, ClientBody>,
-    _stop: watch::Sender<bool>,
+    _running: Running,
 }
 
 impl HealthListener {
+    /// As the binary starts: not ready until the index is listed.
     async fn start(clock: Arc<dyn Clock>) -> HealthListener {
-        let health = Arc::new(Health::new());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stop_rx) = watch::channel(false);
-        let shared = health.clone();
-        tokio::spawn(serve(
-            listener,
-            options(),
-            move |request| {
-                let health = shared.clone();
-                let clock = clock.clone();
-                async move { gateway::api::health::handle(&health, clock.as_ref(), &request) }
-            },
-            stop_rx,
-        ));
+        let processor = Arc::new(FakeProcessor::default());
+        let running = Running::start(processor, ApiConfig::default(), clock).await;
+        running.health.set_index_synced(false);
         HealthListener {
-            base,
-            health,
+            base: running.health_base.clone(),
+            health: running.health.clone(),
             client: client(),
-            _stop: stop,
+            _running: running,
         }
     }
 

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use gateway::clock::{Clock, ManualClock};
-use gateway::config::StormUpdates;
-use gateway::dedup::{Engine, EngineSettings, Index};
+use gateway::dedup::{Engine, Settings};
 use gateway::fingerprint::Fingerprint;
+use gateway::index::Index;
 use gateway::k8s::types::StormAggregationStatus;
-use gateway::processor::{Outcome, Processor};
-use gateway::storm::{Storm, StormQueue, StormRule};
+use gateway::processor::Outcome;
+use gateway::storm;
 use gateway::telemetry::Metrics;
 use support::fake::{FakeStore, pod_signal as signal};
 use support::{Gateway, Http, alert, eventually, pod_fingerprint, rrs_of};
@@ -27,28 +27,25 @@ fn engine(
     clock: &ManualClock,
     threshold: u32,
     window: Duration,
-) -> Engine<Arc<FakeStore>, Storm<FakeStore>> {
-    let rule = StormRule {
+) -> Engine<FakeStore> {
+    let rule = storm::Rule {
         threshold,
         window,
         history_size: 64,
     };
     let metrics = Metrics::new();
-    let queue = Arc::new(StormQueue::new(100, metrics.clone()));
     let index = Arc::new(Index::new());
-    let storm = Storm::new(
+    let storm = storm::Writer::new(
         rule,
-        StormUpdates::Sync,
-        queue,
+        storm::Mode::Sync,
+        100,
         store.clone(),
         index.clone(),
         metrics.clone(),
     );
-    let settings = EngineSettings {
+    let settings = Settings {
         namespace: "ns".into(),
-        rule,
         max_attempts: 16,
-        inline_storm: false,
     };
     Engine::new(
         store.clone(),

@@ -1,11 +1,13 @@
-//! The HTTP side: the API listener (signal routes, limits, errors), the health listener
-//! (`/healthz`, `/readyz`) and the metrics listener (`/metrics`).
+//! The HTTP side: the API listener ([`routes`]: signal routes, limits, errors), the health
+//! listener ([`probes`]: `/healthz`, `/readyz`), the metrics listener ([`metrics`]), and the
+//! accept loop they share ([`server`]).
 //!
 //! Errors become responses in one place ([`error`]); the processing behind the routes is a
 //! [`Processor`] so this layer is tested on its own.
 
 pub mod error;
-pub mod health;
+pub mod metrics;
+pub mod probes;
 pub mod routes;
 pub mod server;
 
@@ -14,10 +16,10 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
-pub use health::Health;
 
 use crate::clock::Clock;
 use crate::config::ApiConfig;
+use crate::health::Health;
 use crate::processor::Processor;
 use crate::telemetry::Metrics;
 

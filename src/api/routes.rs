@@ -13,28 +13,12 @@ use super::{ApiError, App};
 use crate::ingest::adapters::{alertmanager, kubernetes_event};
 use crate::ingest::{Rejection, Signal};
 use crate::processor::{Outcome, ProcessError, Processor};
-use crate::telemetry;
+use crate::telemetry::Route;
 
 /// Path of the Alertmanager route.
 pub const PROMETHEUS_PATH: &str = "/api/v1/signals/prometheus";
 /// Path of the Kubernetes Event route.
 pub const EVENT_PATH: &str = "/api/v1/signals/kubernetes-event";
-
-#[derive(Clone, Copy)]
-enum Route {
-    Prometheus,
-    Event,
-}
-
-impl Route {
-    fn label(route: Option<Route>) -> telemetry::Route {
-        match route {
-            Some(Route::Prometheus) => telemetry::Route::Prometheus,
-            Some(Route::Event) => telemetry::Route::KubernetesEvent,
-            None => telemetry::Route::Other,
-        }
-    }
-}
 
 /// Handles one API request. Never fails: every error becomes a response here.
 pub async fn handle<P: Processor, B>(app: Arc<App<P>>, request: Request<B>) -> Response<Bytes>
@@ -46,9 +30,9 @@ where
     let request_id = uuid::Uuid::new_v4().to_string();
     let path = request.uri().path().to_owned();
     let route = match path.as_str() {
-        PROMETHEUS_PATH => Some(Route::Prometheus),
-        EVENT_PATH => Some(Route::Event),
-        _ => None,
+        PROMETHEUS_PATH => Route::Prometheus,
+        EVENT_PATH => Route::KubernetesEvent,
+        _ => Route::Other,
     };
     let mut response = match dispatch(&app, route, request).await {
         Ok(response) => response,
@@ -56,7 +40,7 @@ where
     };
     decorate(response.headers_mut(), &request_id);
     app.metrics.http_request(
-        Route::label(route),
+        route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -93,16 +77,16 @@ fn decorate(headers: &mut HeaderMap, request_id: &str) {
 
 async fn dispatch<P: Processor, B>(
     app: &App<P>,
-    route: Option<Route>,
+    route: Route,
     request: Request<B>,
 ) -> Result<Response<Bytes>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let Some(route) = route else {
+    if route == Route::Other {
         return Err(ApiError::NotFound(request.uri().path().to_owned()));
-    };
+    }
     if request.method() != Method::POST {
         return Err(ApiError::MethodNotAllowed(request.method().to_string()));
     }
@@ -128,13 +112,15 @@ where
             let alerts = alertmanager::parse(&mut body, x_timestamp.as_deref(), now)?;
             prometheus(app, alerts).await
         }
-        Route::Event => {
+        Route::KubernetesEvent => {
             app.metrics.received_event.increment(1);
             let signal = kubernetes_event::parse(&mut body, now)?;
             let fingerprint = signal.fingerprint;
             let outcome = app.processor.process(signal).await?;
             Ok(single(&fingerprint.to_string(), outcome))
         }
+        // Answered 404 before the body was read.
+        Route::Other => Err(ApiError::NotFound(String::new())),
     }
 }
 

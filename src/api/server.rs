@@ -16,7 +16,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 /// Listener settings.
 #[derive(Clone, Debug)]
@@ -29,14 +30,14 @@ pub struct ServeOptions {
     pub grace: Duration,
 }
 
-/// Serves `listener` with `handler` until `stop` turns true, then drains.
+/// Serves `listener` with `handler` until `stop` is cancelled, then drains.
 ///
 /// Returns false when the grace period ran out with connections still open.
 pub async fn serve<H, F>(
     listener: TcpListener,
     options: ServeOptions,
     handler: H,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> bool
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -55,7 +56,7 @@ where
                 Ok(permit) => permit,
                 Err(_) => break,
             },
-            _ = stopped(&mut stop) => break,
+            _ = stop.cancelled() => break,
         };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -67,7 +68,7 @@ where
                     continue;
                 }
             },
-            _ = stopped(&mut stop) => break,
+            _ = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
@@ -86,9 +87,4 @@ where
     tokio::time::timeout(options.grace, graceful.shutdown())
         .await
         .is_ok()
-}
-
-/// Completes once `stop` turns true (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }

@@ -1,5 +1,4 @@
-//! The decision and the writes: create a new RR, or count the signal onto the active one with
-//! one conditional merge-patch of `/status`.
+//! Group commit and the create-or-count decision.
 //!
 //! **Group commit.** Signals of one fingerprint are queued in a per-fingerprint slot; one
 //! drain task per busy fingerprint takes everything queued, writes it in one call (count += k)
@@ -18,60 +17,33 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::oneshot;
 
-use super::index::{Index, RrState};
+use super::outcome::{Outcome, ProcessError};
 use super::rr;
 use crate::clock::Clock;
 use crate::fingerprint::Fingerprint;
+use crate::index::{Index, RrState};
 use crate::ingest::Signal;
-use crate::k8s::store::{RrStore, StoreError};
-use crate::processor::{Outcome, ProcessError, Processor};
-use crate::storm::{History, StormRule};
-use crate::telemetry::{Metrics, Outcome as CallOutcome};
-
-/// Notified of every committed duplicate write, in commit order per fingerprint, before the
-/// signals it counted are answered (the storm status hooks in here).
-pub trait CommitObserver: Send + Sync + 'static {
-    /// `state` is the RR as the write left it; `crossed` says this write crossed the storm
-    /// threshold.
-    fn committed(
-        &self,
-        fingerprint: &Fingerprint,
-        state: &RrState,
-        crossed: bool,
-        now: Timestamp,
-    ) -> impl std::future::Future<Output = ()> + Send;
-}
-
-/// An observer that does nothing.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoObserver;
-
-impl CommitObserver for NoObserver {
-    async fn committed(&self, _: &Fingerprint, _: &RrState, _: bool, _: Timestamp) {}
-}
+use crate::k8s::store::{RrStore, StatusPatch, StoreError};
+use crate::storm;
+use crate::telemetry::{CallOutcome, Metrics};
 
 /// What the engine is told at start-up.
 #[derive(Clone, Debug)]
-pub struct EngineSettings {
+pub struct Settings {
     /// Controller namespace of the RRs.
     pub namespace: String,
-    /// The storm rule, whose history the dedup patch keeps.
-    pub rule: StormRule,
     /// Attempts per commit before answering 503 (`kubernetes.max_attempts`).
     pub max_attempts: u32,
-    /// `storm.updates = inline`: the storm block rides on the deduplication patch.
-    pub inline_storm: bool,
 }
 
 /// The dedup engine; cheap to clone.
-pub struct Engine<S, O = NoObserver> {
-    inner: Arc<Inner<S, O>>,
+pub struct Engine<S> {
+    inner: Arc<Inner<S>>,
 }
 
-impl<S, O> Clone for Engine<S, O> {
+impl<S> Clone for Engine<S> {
     fn clone(&self) -> Self {
         Engine {
             inner: self.inner.clone(),
@@ -79,16 +51,14 @@ impl<S, O> Clone for Engine<S, O> {
     }
 }
 
-struct Inner<S, O> {
-    store: S,
+struct Inner<S> {
+    store: Arc<S>,
     index: Arc<Index>,
     namespace: String,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
-    observer: O,
-    rule: StormRule,
+    storm: storm::Writer<S>,
     max_attempts: u32,
-    inline_storm: bool,
     slots: DashMap<Fingerprint, Vec<Waiter>, ahash::RandomState>,
 }
 
@@ -98,33 +68,33 @@ struct Waiter {
     reply: oneshot::Sender<Result<Outcome, ProcessError>>,
 }
 
-impl<S: RrStore, O: CommitObserver> Engine<S, O> {
-    /// An engine writing RRs through `store`.
+/// What one attempt of a commit left to do.
+enum Step {
+    /// Signals remain (a lost race, a fresh create): decide again.
+    Again,
+    /// Everything pending was answered.
+    Done,
+}
+
+impl<S: RrStore> Engine<S> {
+    /// An engine writing RRs through `store`, storm status through `storm`.
     pub fn new(
-        store: S,
+        store: Arc<S>,
         index: Arc<Index>,
-        settings: EngineSettings,
+        settings: Settings,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
-        observer: O,
+        storm: storm::Writer<S>,
     ) -> Self {
-        let EngineSettings {
-            namespace,
-            rule,
-            max_attempts,
-            inline_storm,
-        } = settings;
         Engine {
             inner: Arc::new(Inner {
                 store,
                 index,
-                namespace,
+                namespace: settings.namespace,
                 clock,
                 metrics,
-                observer,
-                rule,
-                max_attempts,
-                inline_storm,
+                storm,
+                max_attempts: settings.max_attempts,
                 slots: DashMap::default(),
             }),
         }
@@ -133,6 +103,41 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
     /// The index this engine decides with.
     pub fn index(&self) -> &Arc<Index> {
         &self.inner.index
+    }
+
+    /// The storm writer.
+    pub fn storm(&self) -> &storm::Writer<S> {
+        &self.inner.storm
+    }
+
+    /// Records one signal: queues it on its fingerprint's slot and waits for its ordinal.
+    pub async fn process(&self, signal: Signal) -> Result<Outcome, ProcessError> {
+        let inner = &self.inner;
+        let fingerprint = signal.fingerprint;
+        let (reply, response) = oneshot::channel();
+        let waiter = Waiter {
+            signal,
+            received: inner.clock.now(),
+            reply,
+        };
+        let lead = match inner.slots.entry(fingerprint) {
+            dashmap::Entry::Occupied(mut queued) => {
+                queued.get_mut().push(waiter);
+                false
+            }
+            dashmap::Entry::Vacant(empty) => {
+                empty.insert(vec![waiter]);
+                true
+            }
+        };
+        if lead {
+            tokio::spawn(self.clone().drain(fingerprint));
+        }
+        response.await.unwrap_or_else(|_| {
+            Err(ProcessError::Internal(
+                "commit task ended without a reply".into(),
+            ))
+        })
     }
 
     /// Serves one fingerprint's queue until it is empty.
@@ -161,122 +166,136 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
     /// Records `pending` (all of one fingerprint), replying to each.
     async fn commit(&self, fingerprint: Fingerprint, mut pending: VecDeque<Waiter>) {
         let inner = &self.inner;
-        let mut attempts = 0;
         // After a create, the RR's status.deduplication is initialised from this task (not
         // the request's) unless duplicates already queued will initialise it.
         let mut created: Option<RrState> = None;
-        while !pending.is_empty() {
-            attempts += 1;
-            if attempts > inner.max_attempts {
-                fail(
-                    pending,
-                    ProcessError::Unavailable(format!(
-                        "gave up after {} attempts lost to concurrent writes",
-                        inner.max_attempts
-                    )),
-                );
-                return;
-            }
-            let now = inner.clock.now();
-            match inner.index.active(&fingerprint, now) {
-                None => {
-                    let generation = inner.index.next_generation(&fingerprint);
-                    let Some(first) = pending.front() else { return };
-                    let rr = rr::build(&first.signal, &inner.namespace, generation, first.received);
-                    let name = rr.metadata.name.clone().unwrap_or_default();
-                    match inner.store.create(&rr).await {
-                        Ok(stored) => {
-                            inner.index.apply(&stored);
-                            inner.metrics.created.increment(1);
-                            created = RrState::from_rr(&stored).map(|(_, state)| state);
-                            if let Some(waiter) = pending.pop_front() {
-                                let _ = waiter.reply.send(Ok(Outcome::Created {
-                                    name,
-                                    namespace: inner.namespace.clone(),
-                                }));
-                            }
-                        }
-                        Err(StoreError::AlreadyExists) => {
-                            // A racing create won (or a terminal RR holds the name): learn it.
-                            inner.metrics.creation_error(CallOutcome::AlreadyExists);
-                            if let Err(error) = self.refresh(&fingerprint, &name).await {
-                                fail(pending, error);
-                                return;
-                            }
-                        }
-                        Err(error) => {
-                            inner.metrics.creation_error(error.outcome());
-                            fail(pending, to_process_error(error));
-                            return;
-                        }
-                    }
-                }
+        for _ in 0..inner.max_attempts {
+            let step = match inner.index.active(&fingerprint, inner.clock.now()) {
+                None => self.create(&fingerprint, &mut pending, &mut created).await,
                 Some(active) => {
                     created = None;
-                    let base = active.history.count;
-                    let arrivals: Vec<i64> = pending
-                        .iter()
-                        .map(|w| w.received.as_millisecond())
-                        .collect();
-                    let mut history = active.history.clone();
-                    let crossed = inner.rule.advance(&mut history, &arrivals);
-                    let last_seen = pending.iter().map(|w| w.received).max().unwrap_or(now);
-                    let last_seen = last_seen.max(active.last_seen);
-                    let mut patch = dedup_patch(
-                        active.resource_version,
-                        &history,
-                        active.first_seen,
-                        last_seen,
-                    );
-                    if inner.inline_storm
-                        && let Some(storm) = inner.rule.status(&fingerprint, &active.name, &history)
-                    {
-                        patch["status"]["stormAggregation"] = serde_json::json!(storm);
-                    }
-                    match inner.store.patch_status(&active.name, &patch).await {
-                        Ok(stored) => {
-                            inner.index.apply(&stored);
-                            inner.metrics.deduplicated.increment(pending.len() as u64);
-                            let state =
-                                RrState::from_rr(&stored).map_or(active.clone(), |(_, s)| s);
-                            inner
-                                .observer
-                                .committed(&fingerprint, &state, crossed, now)
-                                .await;
-                            for (ordinal, waiter) in (base + 1..).zip(pending.drain(..)) {
-                                let _ = waiter.reply.send(Ok(Outcome::Duplicate {
-                                    name: active.name.to_string(),
-                                    namespace: inner.namespace.clone(),
-                                    count: ordinal,
-                                    first_seen: active.first_seen,
-                                    last_seen: waiter.received.max(active.first_seen),
-                                }));
-                            }
-                        }
-                        Err(StoreError::Conflict) => {
-                            // A fresher index entry (a storm write's response, the watch)
-                            // makes the GET unnecessary.
-                            let fresher = inner.index.resource_version(&fingerprint, &active.name)
-                                > Some(active.resource_version);
-                            if fresher {
-                                continue;
-                            }
-                            if let Err(error) = self.refresh(&fingerprint, &active.name).await {
-                                fail(pending, error);
-                                return;
-                            }
-                        }
-                        Err(StoreError::NotFound) => inner.index.remove(&fingerprint, &active.name),
-                        Err(error) => {
-                            fail(pending, to_process_error(error));
-                            return;
-                        }
-                    }
+                    self.count(&fingerprint, &active, &mut pending).await
                 }
+            };
+            match step {
+                Ok(Step::Done) => break,
+                Ok(Step::Again) if pending.is_empty() => break,
+                Ok(Step::Again) => {}
+                Err(error) => return fail(pending, error),
             }
+        }
+        if !pending.is_empty() {
+            return fail(
+                pending,
+                ProcessError::Unavailable(format!(
+                    "gave up after {} attempts lost to concurrent writes",
+                    inner.max_attempts
+                )),
+            );
         }
         if let Some(state) = created.filter(|s| !s.initialised) {
             self.initialise(&state).await;
+        }
+    }
+
+    /// No active RR: creates one for the first pending signal and answers it.
+    async fn create(
+        &self,
+        fingerprint: &Fingerprint,
+        pending: &mut VecDeque<Waiter>,
+        created: &mut Option<RrState>,
+    ) -> Result<Step, ProcessError> {
+        let inner = &self.inner;
+        let generation = inner.index.next_generation(fingerprint);
+        let Some(first) = pending.front() else {
+            return Ok(Step::Done);
+        };
+        let rr = rr::build(&first.signal, &inner.namespace, generation, first.received);
+        let name = rr.metadata.name.clone().unwrap_or_default();
+        match inner.store.create(&rr).await {
+            Ok(stored) => {
+                inner.index.apply(&stored);
+                inner.metrics.created.increment(1);
+                *created = RrState::from_rr(&stored).map(|(_, state)| state);
+                if let Some(waiter) = pending.pop_front() {
+                    let _ = waiter.reply.send(Ok(Outcome::Created {
+                        name,
+                        namespace: inner.namespace.clone(),
+                    }));
+                }
+                Ok(Step::Again)
+            }
+            Err(StoreError::AlreadyExists) => {
+                // A racing create won (or a terminal RR holds the name): learn it.
+                inner.metrics.creation_error(CallOutcome::AlreadyExists);
+                self.refresh(fingerprint, &name).await?;
+                Ok(Step::Again)
+            }
+            Err(error) => {
+                inner.metrics.creation_error(error.outcome());
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Counts everything pending onto `active` in one conditional patch.
+    async fn count(
+        &self,
+        fingerprint: &Fingerprint,
+        active: &RrState,
+        pending: &mut VecDeque<Waiter>,
+    ) -> Result<Step, ProcessError> {
+        let inner = &self.inner;
+        let base = active.history.count;
+        let arrivals: Vec<i64> = pending
+            .iter()
+            .map(|w| w.received.as_millisecond())
+            .collect();
+        let mut history = active.history.clone();
+        let crossed = inner.storm.rule().advance(&mut history, &arrivals);
+        let last_seen = pending
+            .iter()
+            .map(|w| w.received)
+            .max()
+            .unwrap_or(active.last_seen)
+            .max(active.last_seen);
+        let patch = StatusPatch::new(
+            active.resource_version,
+            history.to_status(active.first_seen, last_seen),
+            inner.storm.inline(fingerprint, &active.name, &history),
+        );
+        match inner.store.patch_status(&active.name, &patch).await {
+            Ok(stored) => {
+                inner.index.apply(&stored);
+                inner.metrics.deduplicated.increment(pending.len() as u64);
+                let state = RrState::from_rr(&stored).map_or(active.clone(), |(_, s)| s);
+                inner.storm.committed(fingerprint, &state, crossed).await;
+                for (ordinal, waiter) in (base + 1..).zip(pending.drain(..)) {
+                    let _ = waiter.reply.send(Ok(Outcome::Duplicate {
+                        name: active.name.to_string(),
+                        namespace: inner.namespace.clone(),
+                        count: ordinal,
+                        first_seen: active.first_seen,
+                        last_seen: waiter.received.max(active.first_seen),
+                    }));
+                }
+                Ok(Step::Done)
+            }
+            Err(StoreError::Conflict) => {
+                // A fresher index entry (a storm write's response, the watch) makes the GET
+                // unnecessary.
+                let fresher = inner.index.resource_version(fingerprint, &active.name)
+                    > Some(active.resource_version);
+                if !fresher {
+                    self.refresh(fingerprint, &active.name).await?;
+                }
+                Ok(Step::Again)
+            }
+            Err(StoreError::NotFound) => {
+                inner.index.remove(fingerprint, &active.name);
+                Ok(Step::Again)
+            }
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -291,18 +310,17 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
                 self.inner.index.remove(fingerprint, name);
                 Ok(())
             }
-            Err(error) => Err(to_process_error(error)),
+            Err(error) => Err(error.into()),
         }
     }
 
     /// Writes `status.deduplication` of a fresh RR (count 1), conditionally: if anything wrote
     /// the status first, that write initialised it and this one is dropped.
     async fn initialise(&self, state: &RrState) {
-        let patch = dedup_patch(
+        let patch = StatusPatch::new(
             state.resource_version,
-            &state.history,
-            state.first_seen,
-            state.last_seen,
+            state.history.to_status(state.first_seen, state.last_seen),
+            None,
         );
         match self.inner.store.patch_status(&state.name, &patch).await {
             Ok(stored) => self.inner.index.apply(&stored),
@@ -313,81 +331,8 @@ impl<S: RrStore, O: CommitObserver> Engine<S, O> {
     }
 }
 
-impl<S: RrStore, O: CommitObserver> Processor for Engine<S, O> {
-    async fn process(&self, signal: Signal) -> Result<Outcome, ProcessError> {
-        let inner = &self.inner;
-        let fingerprint = signal.fingerprint;
-        let (reply, response) = oneshot::channel();
-        let waiter = Waiter {
-            signal,
-            received: inner.clock.now(),
-            reply,
-        };
-        let lead = match inner.slots.entry(fingerprint) {
-            dashmap::Entry::Occupied(mut queued) => {
-                queued.get_mut().push(waiter);
-                false
-            }
-            dashmap::Entry::Vacant(empty) => {
-                empty.insert(vec![waiter]);
-                true
-            }
-        };
-        if lead {
-            tokio::spawn(self.clone().drain(fingerprint));
-        }
-        response.await.unwrap_or_else(|_| {
-            Err(ProcessError::Internal(
-                "commit task ended without a reply".into(),
-            ))
-        })
-    }
-}
-
-/// The conditional merge-patch of `status.deduplication`.
-pub fn dedup_patch(
-    resource_version: u64,
-    history: &History,
-    first_seen: Timestamp,
-    last_seen: Timestamp,
-) -> serde_json::Value {
-    let mut dedup = serde_json::json!({
-        "occurrenceCount": history.count,
-        "firstSeenAt": Time(first_seen),
-        "lastSeenAt": Time(last_seen),
-        "recentOccurrences": history.recent,
-    });
-    if let Some((at, count)) = history.detected {
-        dedup["stormDetectedAt"] =
-            serde_json::json!(Timestamp::from_millisecond(at).ok().map(Time));
-        dedup["stormDetectedCount"] = count.into();
-    }
-    serde_json::json!({
-        "metadata": { "resourceVersion": resource_version.to_string() },
-        "status": { "deduplication": dedup }
-    })
-}
-
 fn fail(pending: VecDeque<Waiter>, error: ProcessError) {
-    let message = error.to_string();
-    let unavailable = matches!(error, ProcessError::Unavailable(_));
     for waiter in pending {
-        let error = if unavailable {
-            ProcessError::Unavailable(message.clone())
-        } else {
-            ProcessError::Internal(message.clone())
-        };
-        let _ = waiter.reply.send(Err(error));
-    }
-}
-
-fn to_process_error(error: StoreError) -> ProcessError {
-    match error {
-        StoreError::Timeout(_) | StoreError::Unavailable(_) => {
-            ProcessError::Unavailable(error.to_string())
-        }
-        // Conflict / AlreadyExists / NotFound are handled where they can occur; reaching here
-        // with them, or with a refused object, is a bug.
-        other => ProcessError::Internal(other.to_string()),
+        let _ = waiter.reply.send(Err(error.clone()));
     }
 }

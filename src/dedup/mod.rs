@@ -1,11 +1,11 @@
-//! Deduplication (DESIGN.md §5): the watch-fed fingerprint [`index`], the [`engine`] that
-//! decides create-or-count and writes with group commit, and the [`watch`] that feeds the
-//! index.
+//! Deduplication (DESIGN.md §5): the [`engine`] that decides create-or-count and writes with
+//! group commit, the [`rr`] builder of new RRs, the [`outcome`] of a signal, and the [`watch`]
+//! that feeds the [`crate::index`].
 
 pub mod engine;
-pub mod index;
+pub mod outcome;
 pub mod rr;
 pub mod watch;
 
-pub use engine::{CommitObserver, Engine, EngineSettings, NoObserver};
-pub use index::{Index, RrState};
+pub use engine::{Engine, Settings};
+pub use outcome::{Outcome, ProcessError};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
-use super::index::{GENERATION_LABEL, rr_name};
+use crate::index::{GENERATION_LABEL, rr_name};
 use crate::ingest::Signal;
 use crate::k8s::types::{
     ANNOTATION_VALUE_MAX, LABEL_VALUE_MAX, ORIGINAL_PAYLOAD_MAX, RemediationRequest,

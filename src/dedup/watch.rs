@@ -10,24 +10,23 @@ use kube::Api;
 use kube::api::ListParams;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use tokio::sync::watch as signal;
+use tokio_util::sync::CancellationToken;
 
-use super::index::Index;
-use crate::api::Health;
-use crate::api::server::stopped;
+use crate::health::Health;
+use crate::index::Index;
 use crate::k8s::types::RemediationRequest;
 use crate::telemetry::Metrics;
 
 /// How often a lost API is probed for readiness.
 const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Runs until `stop` turns true.
+/// Runs until `stop` is cancelled.
 pub async fn run(
     api: Api<RemediationRequest>,
     index: Arc<Index>,
     health: Arc<Health>,
     metrics: Metrics,
-    mut stop: signal::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let probe_api = api.clone();
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
@@ -49,7 +48,7 @@ pub async fn run(
                 }
                 continue;
             }
-            _ = stopped(&mut stop) => return,
+            _ = stop.cancelled() => return,
         };
         match event {
             None => return,

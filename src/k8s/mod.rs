@@ -1,13 +1,13 @@
-//! Everything that talks to Kubernetes: the RR types, the calls with deadlines behind the
+//! Everything that talks to Kubernetes, and the RR as it is stored there: the RR types, the
+//! deduplication [`history::History`] kept in its status, the calls with deadlines behind the
 //! [`store::RrStore`] trait, the circuit breaker, and client construction.
 
 pub mod breaker;
+pub mod history;
 pub mod store;
 pub mod types;
 
 pub use types::{RemediationRequest, RemediationRequestSpec, RemediationRequestStatus};
-
-use crate::config::KubernetesConfig;
 
 /// Why no Kubernetes client could be built.
 #[derive(Debug, thiserror::Error)]
@@ -31,17 +31,20 @@ pub enum ConnectError {
     Client(#[source] kube::Error),
 }
 
-/// Builds the client (from `kubernetes.kubeconfig`, else in-cluster, else `KUBECONFIG` /
-/// `~/.kube/config`) and resolves the controller namespace (`kubernetes.namespace`, else the
-/// pod's or kubeconfig context's namespace).
+/// Builds the client (from `kubeconfig`, else in-cluster, else `KUBECONFIG` /
+/// `~/.kube/config`) and resolves the controller namespace (`namespace`, else the pod's or
+/// kubeconfig context's namespace).
 ///
 /// The client's own retries are off: on the request path a failed call becomes a 503 that
 /// Alertmanager retries, and the watch has its own backoff.
-pub async fn connect(config: &KubernetesConfig) -> Result<(kube::Client, String), ConnectError> {
-    let mut kube_config = match &config.kubeconfig {
+pub async fn connect(
+    kubeconfig: Option<&std::path::Path>,
+    namespace: Option<&str>,
+) -> Result<(kube::Client, String), ConnectError> {
+    let mut kube_config = match kubeconfig {
         Some(path) => {
             let err = |source| ConnectError::Kubeconfig {
-                path: path.clone(),
+                path: path.to_owned(),
                 source,
             };
             let file = kube::config::Kubeconfig::read_from(path).map_err(err)?;
@@ -52,10 +55,7 @@ pub async fn connect(config: &KubernetesConfig) -> Result<(kube::Client, String)
         None => kube::Config::infer().await.map_err(ConnectError::Infer)?,
     };
     kube_config.default_retry = false;
-    let namespace = config
-        .namespace
-        .clone()
-        .unwrap_or_else(|| kube_config.default_namespace.clone());
+    let namespace = namespace.map_or_else(|| kube_config.default_namespace.clone(), str::to_owned);
     let client = kube::Client::try_from(kube_config).map_err(ConnectError::Client)?;
     Ok((client, namespace))
 }

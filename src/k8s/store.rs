@@ -9,10 +9,69 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 
+use serde::Serialize;
+
 use super::breaker::Breaker;
-use super::types::{RemediationRequest, StormAggregationStatus};
-use crate::api::Health;
-use crate::telemetry::{Metrics, Outcome, Verb};
+use super::types::{DeduplicationStatus, RemediationRequest, StormAggregationStatus};
+use crate::health::Health;
+use crate::telemetry::{CallOutcome, Metrics, Verb};
+
+/// The conditional merge-patch of `/status` that counts occurrences: the deduplication block
+/// and, when storm updates are `inline`, the storm block, under the `resourceVersion` they were
+/// derived at (a racing write turns it into 409 Conflict instead of a lost increment).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatusPatch {
+    metadata: PatchMetadata,
+    status: PatchedStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PatchMetadata {
+    resource_version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PatchedStatus {
+    deduplication: DeduplicationStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storm_aggregation: Option<StormAggregationStatus>,
+}
+
+impl StatusPatch {
+    /// The patch that writes `deduplication` (and `storm`, if given) at `resource_version`.
+    pub fn new(
+        resource_version: u64,
+        deduplication: DeduplicationStatus,
+        storm: Option<StormAggregationStatus>,
+    ) -> Self {
+        StatusPatch {
+            metadata: PatchMetadata {
+                resource_version: resource_version.to_string(),
+            },
+            status: PatchedStatus {
+                deduplication,
+                storm_aggregation: storm,
+            },
+        }
+    }
+
+    /// The precondition.
+    pub fn resource_version(&self) -> u64 {
+        self.metadata.resource_version.parse().unwrap_or_default()
+    }
+
+    /// The deduplication block written.
+    pub fn deduplication(&self) -> &DeduplicationStatus {
+        &self.status.deduplication
+    }
+
+    /// The storm block written, if any.
+    pub fn storm(&self) -> Option<&StormAggregationStatus> {
+        self.status.storm_aggregation.as_ref()
+    }
+}
 
 /// Why a call failed, sorted by what the caller does about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,15 +102,15 @@ pub enum StoreError {
 
 impl StoreError {
     /// The telemetry outcome label of this error.
-    pub fn outcome(&self) -> Outcome {
+    pub fn outcome(&self) -> CallOutcome {
         match self {
-            StoreError::AlreadyExists => Outcome::AlreadyExists,
-            StoreError::Conflict => Outcome::Conflict,
-            StoreError::NotFound => Outcome::NotFound,
-            StoreError::Timeout(_) => Outcome::Timeout,
-            StoreError::Unavailable(_) => Outcome::Unavailable,
-            StoreError::Invalid(_) => Outcome::Invalid,
-            StoreError::Stale => Outcome::Stale,
+            StoreError::AlreadyExists => CallOutcome::AlreadyExists,
+            StoreError::Conflict => CallOutcome::Conflict,
+            StoreError::NotFound => CallOutcome::NotFound,
+            StoreError::Timeout(_) => CallOutcome::Timeout,
+            StoreError::Unavailable(_) => CallOutcome::Unavailable,
+            StoreError::Invalid(_) => CallOutcome::Invalid,
+            StoreError::Stale => CallOutcome::Stale,
         }
     }
 }
@@ -64,12 +123,11 @@ pub trait RrStore: Send + Sync + 'static {
         rr: &RemediationRequest,
     ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send;
 
-    /// JSON merge-patch of `/status`. A `metadata.resourceVersion` in the patch makes it
-    /// conditional.
+    /// The conditional merge-patch of `/status`.
     fn patch_status(
         &self,
         name: &str,
-        patch: &serde_json::Value,
+        patch: &StatusPatch,
     ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send;
 
     /// Writes `status.stormAggregation` with a JSON patch that applies only while
@@ -123,7 +181,8 @@ impl KubeStore {
         F: Future<Output = Result<T, kube::Error>>,
     {
         if !self.breaker.allow() {
-            self.metrics.k8s_request(verb, Outcome::BreakerOpen, 0.0);
+            self.metrics
+                .k8s_request(verb, CallOutcome::BreakerOpen, 0.0);
             return Err(StoreError::Unavailable("circuit breaker open".into()));
         }
         let started = Instant::now();
@@ -137,7 +196,7 @@ impl KubeStore {
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
         let outcome = match &result {
-            Ok(_) => Outcome::Success,
+            Ok(_) => CallOutcome::Success,
             Err(error) => error.outcome(),
         };
         self.metrics
@@ -161,7 +220,7 @@ impl RrStore for KubeStore {
     async fn patch_status(
         &self,
         name: &str,
-        patch: &serde_json::Value,
+        patch: &StatusPatch,
     ) -> Result<RemediationRequest, StoreError> {
         self.call(
             Verb::Patch,
@@ -222,7 +281,7 @@ impl<T: RrStore> RrStore for Arc<T> {
     fn patch_status(
         &self,
         name: &str,
-        patch: &serde_json::Value,
+        patch: &StatusPatch,
     ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send {
         (**self).patch_status(name, patch)
     }

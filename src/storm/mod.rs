@@ -1,77 +1,110 @@
-//! Storm aggregation (DESIGN.md §6): the pure [`rule`], and the coalescing [`queue`] that
-//! writes `status.stormAggregation` in the background (or, in `sync` mode, before the
-//! response, to measure the alternative).
+//! Storm aggregation (DESIGN.md §6): the pure [`rule`], the coalescing [`queue`], and the
+//! [`Writer`] that decides, in this one place, how `status.stormAggregation` reaches the RR
+//! ([`Mode`]): inside the deduplication patch, through the background queue, or before the
+//! response.
 
 pub mod queue;
 pub mod rule;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::StormUpdates;
-use crate::dedup::{CommitObserver, Index, RrState};
 use crate::fingerprint::Fingerprint;
+use crate::index::{Index, RrState};
+use crate::k8s::history::History;
 use crate::k8s::store::RrStore;
+use crate::k8s::types::StormAggregationStatus;
 use crate::telemetry::Metrics;
-pub use queue::{StormQueue, StormWrite};
-pub use rule::{History, StormRule};
+pub use queue::{Queue, Write};
+pub use rule::Rule;
 
-/// Turns committed deduplication writes into storm status writes.
-pub struct Storm<S> {
-    rule: StormRule,
-    mode: StormUpdates,
-    queue: Arc<StormQueue>,
+/// How storm status reaches the RR (`storm.updates`).
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Through the coalescing background queue; never delays a response.
+    #[default]
+    Async,
+    /// Before responding; exists only to measure the alternative.
+    Sync,
+    /// In the deduplication patch itself: no extra write and no staleness, at the price of
+    /// a few hundred bytes per duplicate patch of a storming RR (see PERF.md).
+    Inline,
+}
+
+/// Turns committed deduplication writes into storm status, as [`Mode`] says.
+pub struct Writer<S> {
+    rule: Rule,
+    mode: Mode,
+    queue: Arc<Queue>,
     store: Arc<S>,
     index: Arc<Index>,
     metrics: Metrics,
 }
 
-impl<S: RrStore> Storm<S> {
-    /// A storm observer; in `async` mode its `queue` must be flushed by [`queue::run`].
-    /// Storm writes update `index` with the RR they return.
+impl<S: RrStore> Writer<S> {
+    /// A writer; in [`Mode::Async`] its queue is written by the task [`Writer::flusher`]
+    /// returns. Storm writes update `index` with the RR they return.
     pub fn new(
-        rule: StormRule,
-        mode: StormUpdates,
-        queue: Arc<StormQueue>,
+        rule: Rule,
+        mode: Mode,
+        queue_capacity: usize,
         store: Arc<S>,
         index: Arc<Index>,
         metrics: Metrics,
     ) -> Self {
-        Storm {
+        Writer {
             rule,
             mode,
-            queue,
+            queue: Arc::new(Queue::new(queue_capacity, metrics.clone())),
             store,
             index,
             metrics,
         }
     }
-}
 
-impl<S: RrStore> CommitObserver for Storm<S> {
-    async fn committed(
+    /// The rule, whose history the deduplication patch keeps.
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// The storm block to write inside the deduplication patch: only in [`Mode::Inline`], and
+    /// only once the history crossed the threshold.
+    pub fn inline(
         &self,
         fingerprint: &Fingerprint,
-        state: &RrState,
-        crossed: bool,
-        _now: Timestamp,
-    ) {
+        rr: &str,
+        history: &History,
+    ) -> Option<StormAggregationStatus> {
+        match self.mode {
+            Mode::Inline => self.rule.status(fingerprint, rr, history),
+            Mode::Async | Mode::Sync => None,
+        }
+    }
+
+    /// Called after each committed deduplication write, before the signals it counted are
+    /// answered. `state` is the RR as the write left it; `crossed` says this write crossed the
+    /// threshold.
+    pub async fn committed(&self, fingerprint: &Fingerprint, state: &RrState, crossed: bool) {
         if crossed {
             self.metrics.storms_detected.increment(1);
+        }
+        if self.mode == Mode::Inline {
+            return;
         }
         let Some(status) = self.rule.status(fingerprint, &state.name, &state.history) else {
             return;
         };
-        let write = StormWrite {
+        let write = Write {
             count: state.history.count,
             status,
         };
         match self.mode {
-            // The engine already wrote it with the deduplication patch.
-            StormUpdates::Inline => {}
-            StormUpdates::Async => self.queue.offer(state.name.clone(), write),
-            StormUpdates::Sync => {
+            Mode::Async => self.queue.offer(state.name.clone(), write),
+            Mode::Sync => {
                 queue::write(
                     &*self.store,
                     &self.index,
@@ -81,6 +114,34 @@ impl<S: RrStore> CommitObserver for Storm<S> {
                 )
                 .await;
             }
+            Mode::Inline => {}
         }
+    }
+
+    /// The background task that writes the queue every `interval`, `concurrency` patches at
+    /// a time, and once more when `stop` is cancelled; `None` unless the mode is
+    /// [`Mode::Async`].
+    pub fn flusher(
+        &self,
+        interval: Duration,
+        concurrency: usize,
+        stop: CancellationToken,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        (self.mode == Mode::Async).then(|| {
+            queue::run(
+                self.queue.clone(),
+                self.store.clone(),
+                self.index.clone(),
+                self.metrics.clone(),
+                interval,
+                concurrency,
+                stop,
+            )
+        })
+    }
+
+    /// The queue (for tests that flush it by hand).
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.queue
     }
 }

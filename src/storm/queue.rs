@@ -8,17 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::api::server::stopped;
-use crate::dedup::Index;
+use crate::index::Index;
 use crate::k8s::store::RrStore;
 use crate::k8s::types::StormAggregationStatus;
 use crate::telemetry::Metrics;
 
 /// One RR's latest storm state.
 #[derive(Clone, Debug, PartialEq)]
-pub struct StormWrite {
+pub struct Write {
     /// `status.deduplication.occurrenceCount` the state was derived at; the patch only
     /// applies while the RR still has that count, so a stale state never overwrites a newer
     /// one written by another replica.
@@ -28,16 +27,16 @@ pub struct StormWrite {
 }
 
 /// The queue; shared between the engine (offer) and the flusher.
-pub struct StormQueue {
-    pending: Mutex<HashMap<Arc<str>, StormWrite, ahash::RandomState>>,
+pub struct Queue {
+    pending: Mutex<HashMap<Arc<str>, Write, ahash::RandomState>>,
     capacity: usize,
     metrics: Metrics,
 }
 
-impl StormQueue {
+impl Queue {
     /// A queue holding at most `capacity` RRs.
     pub fn new(capacity: usize, metrics: Metrics) -> Self {
-        StormQueue {
+        Queue {
             pending: Mutex::new(HashMap::default()),
             capacity,
             metrics,
@@ -45,7 +44,7 @@ impl StormQueue {
     }
 
     /// Offers a state; replaces an older pending one of the same RR.
-    pub fn offer(&self, rr: Arc<str>, write: StormWrite) {
+    pub fn offer(&self, rr: Arc<str>, write: Write) {
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
@@ -66,7 +65,7 @@ impl StormQueue {
     }
 
     /// Takes everything pending.
-    fn take(&self) -> Vec<(Arc<str>, StormWrite)> {
+    fn take(&self) -> Vec<(Arc<str>, Write)> {
         let Ok(mut pending) = self.pending.lock() else {
             return Vec::new();
         };
@@ -94,7 +93,7 @@ pub async fn write<S: RrStore>(
     index: &Index,
     metrics: &Metrics,
     rr: &str,
-    write: &StormWrite,
+    write: &Write,
 ) -> bool {
     match store.patch_storm(rr, write.count, &write.status).await {
         Ok(stored) => {
@@ -115,13 +114,13 @@ pub async fn write<S: RrStore>(
 /// The flusher: every `interval`, writes what is pending, `concurrency` patches at a time.
 /// When `stop` turns true it writes what is left once and returns.
 pub async fn run<S: RrStore>(
-    queue: Arc<StormQueue>,
+    queue: Arc<Queue>,
     store: Arc<S>,
     index: Arc<Index>,
     metrics: Metrics,
     interval: Duration,
     concurrency: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     // The first tick one interval from now (not immediately), so a state offered right after
     // start-up waits like any other.
@@ -130,7 +129,7 @@ pub async fn run<S: RrStore>(
     loop {
         let stopping = tokio::select! {
             _ = ticker.tick() => false,
-            _ = stopped(&mut stop) => true,
+            _ = stop.cancelled() => true,
         };
         flush(&queue, &*store, &index, &metrics, concurrency).await;
         if stopping {
@@ -141,7 +140,7 @@ pub async fn run<S: RrStore>(
 
 /// Writes everything pending now.
 pub async fn flush<S: RrStore>(
-    queue: &StormQueue,
+    queue: &Queue,
     store: &S,
     index: &Index,
     metrics: &Metrics,
@@ -160,8 +159,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn state(count: i64) -> StormWrite {
-        StormWrite {
+    fn state(count: i64) -> Write {
+        Write {
             count,
             status: StormAggregationStatus {
                 is_part_of_storm: true,
@@ -175,7 +174,7 @@ mod tests {
 
     #[test]
     fn newer_state_replaces_pending_and_older_does_not() {
-        let queue = StormQueue::new(10, Metrics::new());
+        let queue = Queue::new(10, Metrics::new());
         queue.offer("a".into(), state(5));
         queue.offer("a".into(), state(7));
         queue.offer("a".into(), state(6));
@@ -187,7 +186,7 @@ mod tests {
 
     #[test]
     fn bounded_by_distinct_rrs() {
-        let queue = StormQueue::new(2, Metrics::new());
+        let queue = Queue::new(2, Metrics::new());
         for rr in ["a", "b", "c"] {
             queue.offer(rr.into(), state(1));
         }

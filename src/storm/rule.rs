@@ -9,11 +9,12 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::fingerprint::Fingerprint;
+use crate::k8s::history::History;
 use crate::k8s::types::StormAggregationStatus;
 
 /// The rule's parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StormRule {
+pub struct Rule {
     /// Occurrences within the window that make a storm (≥ 2).
     pub threshold: u32,
     /// Trailing window; zero means the RR's lifetime.
@@ -22,18 +23,7 @@ pub struct StormRule {
     pub history_size: usize,
 }
 
-/// The deduplication history of one RR, as stored in `status.deduplication`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct History {
-    /// Occurrences so far.
-    pub count: i64,
-    /// Arrival times in Unix milliseconds, oldest first, at most `history_size`.
-    pub recent: Vec<i64>,
-    /// `(arrival ms, count)` of the occurrence that crossed the threshold.
-    pub detected: Option<(i64, i64)>,
-}
-
-impl StormRule {
+impl Rule {
     /// Appends occurrences (arrival times in ms, in order of their ordinals).
     ///
     /// Returns true when one of them crossed the threshold.
@@ -102,8 +92,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn rule(threshold: u32, window_secs: u64) -> StormRule {
-        StormRule {
+    fn rule(threshold: u32, window_secs: u64) -> Rule {
+        Rule {
             threshold,
             window: Duration::from_secs(window_secs),
             history_size: 64,
@@ -183,7 +173,7 @@ mod tests {
 
     #[test]
     fn history_is_bounded() {
-        let rule = StormRule {
+        let rule = Rule {
             threshold: 2,
             window: Duration::from_secs(1),
             history_size: 4,

@@ -200,7 +200,7 @@ impl Metrics {
     }
 
     /// `gateway_k8s_requests_total{verb,outcome}` and `gateway_k8s_request_duration_seconds{verb}`.
-    pub fn k8s_request(&self, verb: Verb, outcome: Outcome, seconds: f64) {
+    pub fn k8s_request(&self, verb: Verb, outcome: CallOutcome, seconds: f64) {
         self.labelled.k8s_calls[verb as usize * OUTCOMES.len() + outcome as usize]
             .get_or_init(|| {
                 metrics::counter!(names::K8S_REQUESTS, "verb" => verb.label(), "outcome" => OUTCOMES[outcome as usize])
@@ -214,7 +214,7 @@ impl Metrics {
     }
 
     /// `gateway_crd_creation_errors_total{error_type}`.
-    pub fn creation_error(&self, error: Outcome) {
+    pub fn creation_error(&self, error: CallOutcome) {
         self.labelled.creation_errors[error as usize]
             .get_or_init(|| metrics::counter!(names::CRD_CREATION_ERRORS, "error_type" => OUTCOMES[error as usize]))
             .increment(1);
@@ -259,7 +259,7 @@ impl Verb {
 
 /// Outcomes of a Kubernetes call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CallOutcome {
     /// 2xx.
     Success = 0,
     /// 409 AlreadyExists.

@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use gateway::k8s::store::{RrStore, StoreError};
-use gateway::k8s::types::{
-    DeduplicationStatus, RemediationRequest, RemediationRequestStatus, StormAggregationStatus,
-};
+use gateway::k8s::store::{RrStore, StatusPatch, StoreError};
+use gateway::k8s::types::{RemediationRequest, RemediationRequestStatus, StormAggregationStatus};
 
 /// RRs with apiserver-like optimistic concurrency, plus fault injection.
 #[derive(Default)]
@@ -94,21 +92,21 @@ impl RrStore for FakeStore {
     async fn patch_status(
         &self,
         name: &str,
-        patch: &serde_json::Value,
+        patch: &StatusPatch,
     ) -> Result<RemediationRequest, StoreError> {
         self.maybe_fail().await?;
         let mut rrs = self.rrs.lock().unwrap();
         let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
-        if let Some(rv) = patch["metadata"]["resourceVersion"].as_str()
-            && Some(rv) != rr.metadata.resource_version.as_deref()
-        {
+        if Some(patch.resource_version().to_string()) != rr.metadata.resource_version {
             return Err(StoreError::Conflict);
         }
-        let dedup: DeduplicationStatus =
-            serde_json::from_value(patch["status"]["deduplication"].clone()).unwrap();
-        rr.status
-            .get_or_insert_with(RemediationRequestStatus::default)
-            .deduplication = Some(dedup);
+        let status = rr
+            .status
+            .get_or_insert_with(RemediationRequestStatus::default);
+        status.deduplication = Some(patch.deduplication().clone());
+        if let Some(storm) = patch.storm() {
+            status.storm_aggregation = Some(storm.clone());
+        }
         rr.metadata.resource_version = Some(self.bump());
         Ok(rr.clone())
     }
@@ -161,22 +159,5 @@ impl FakeStore {
 
 /// A valid signal about Pod `pod` in namespace `ns`, as an adapter would produce it.
 pub fn pod_signal(pod: &str) -> gateway::ingest::Signal {
-    use gateway::k8s::types::{ResourceRef, SignalSource};
-    gateway::ingest::Signal {
-        fingerprint: gateway::fingerprint::Fingerprint::of(None, "ns", "Pod", pod),
-        name: "HighLatency".into(),
-        severity: "critical".into(),
-        source: SignalSource::Prometheus,
-        resource: ResourceRef {
-            kind: "Pod".into(),
-            name: pod.into(),
-            namespace: Some("ns".into()),
-            api_version: None,
-        },
-        cluster: None,
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        firing_time: jiff::Timestamp::now(),
-        raw: "{}".into(),
-    }
+    super::pod_rr::pod_signal("ns", pod)
 }

@@ -3,6 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fake;
+#[path = "../../examples/support/pod_rr.rs"]
+pub mod pod_rr;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -245,11 +247,7 @@ where
 pub async fn warm_up(client: &kube::Client, namespace: &str) {
     let api: kube::Api<gateway::k8s::RemediationRequest> =
         kube::Api::namespaced(client.clone(), namespace);
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-    let rr = gateway::k8s::RemediationRequest::new(
-        "warm-up",
-        test_spec(&"0".repeat(64), "warm-up", namespace, now),
-    );
+    let rr = gateway::k8s::RemediationRequest::new("warm-up", test_spec("warm-up", namespace));
     let params = kube::api::PostParams {
         dry_run: true,
         ..Default::default()
@@ -268,32 +266,8 @@ pub async fn warm_up(client: &kube::Client, namespace: &str) {
     .await;
 }
 
-/// A valid RR spec about a Pod.
-pub fn test_spec(
-    fingerprint: &str,
-    pod: &str,
-    namespace: &str,
-    at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-) -> gateway::k8s::RemediationRequestSpec {
-    use gateway::k8s::types::{ResourceRef, SignalSource, SignalType, TargetType};
-    gateway::k8s::RemediationRequestSpec {
-        signal_fingerprint: fingerprint.into(),
-        signal_name: "ManualTicket".into(),
-        severity: "warning".into(),
-        signal_type: SignalType::Alert,
-        signal_source: SignalSource::Prometheus,
-        target_type: TargetType::Kubernetes,
-        target_resource: ResourceRef {
-            kind: "Pod".into(),
-            name: pod.into(),
-            namespace: Some(namespace.into()),
-            api_version: None,
-        },
-        cluster_id: None,
-        firing_time: at.clone(),
-        received_time: at,
-        signal_labels: None,
-        signal_annotations: None,
-        original_payload: None,
-    }
+/// A valid RR spec about Pod `pod` in `namespace`, as the gateway builds it.
+pub fn test_spec(pod: &str, namespace: &str) -> gateway::k8s::RemediationRequestSpec {
+    let signal = pod_rr::pod_signal(namespace, pod);
+    gateway::dedup::rr::build(&signal, namespace, 0, jiff::Timestamp::now()).spec
 }

@@ -1,5 +1,6 @@
 //! The fingerprint index: for each fingerprint, the RRs the decision needs (usually one),
-//! slimmed to what decides activity, counting and naming. Reads never call Kubernetes.
+//! slimmed to what decides activity, counting and naming, and the deterministic RR names.
+//! Reads never call Kubernetes.
 //!
 //! One writer feeds it from the watch; write responses update it at once, so a replica sees
 //! its own writes before the watch echoes them. An entry never moves back in
@@ -14,8 +15,8 @@ use dashmap::DashMap;
 use jiff::Timestamp;
 
 use crate::fingerprint::Fingerprint;
+use crate::k8s::history::History;
 use crate::k8s::types::RemediationRequest;
-use crate::storm::History;
 
 /// Label carrying the RR's generation number for its fingerprint (0, 1, …), from which its
 /// deterministic name is derived.
@@ -77,22 +78,7 @@ impl RrState {
                 name,
                 generation,
                 resource_version,
-                history: match dedup {
-                    Some(d) => History {
-                        count: d.occurrence_count,
-                        recent: d.recent_occurrences.clone(),
-                        detected: d
-                            .storm_detected_at
-                            .as_ref()
-                            .zip(d.storm_detected_count)
-                            .map(|(at, count)| (at.0.as_millisecond(), count)),
-                    },
-                    None => History {
-                        count: 1,
-                        recent: vec![created.as_millisecond()],
-                        detected: None,
-                    },
-                },
+                history: History::from_status(dedup, created),
                 initialised: dedup.is_some(),
                 first_seen: dedup.map_or(created, |d| d.first_seen_at.0),
                 last_seen: dedup.map_or(created, |d| d.last_seen_at.0),

@@ -1,0 +1,135 @@
+//! What [`crate::run`] serves with: the [`Processor`] behind the routes, readiness, the clock,
+//! the shutdown tokens, and the background tasks the processor needs. Built against a cluster
+//! ([`Parts::kube`]), around any [`RrStore`] ([`Parts::store`], for an in-memory store), or
+//! around any [`Processor`] ([`Parts::processor`], for the HTTP contract alone).
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::dedup::{self, Engine};
+use crate::health::Health;
+use crate::index::Index;
+use crate::k8s::breaker::Breaker;
+use crate::k8s::store::{KubeStore, RrStore};
+use crate::processor::Processor;
+use crate::shutdown::Shutdown;
+use crate::storm;
+use crate::telemetry::Metrics;
+
+/// The parts of one gateway. Constructors spawn background tasks, so they must be called
+/// inside a tokio runtime; the tasks end with [`Parts::shutdown`].
+pub struct Parts<P> {
+    /// Records the signals the routes accept.
+    pub processor: Arc<P>,
+    /// Readiness, shared with the watch, the Kubernetes calls and the shutdown sequence.
+    pub health: Arc<Health>,
+    /// Time for the routes' freshness checks (the engine holds its own handle).
+    pub clock: Arc<dyn Clock>,
+    /// The tokens the background tasks stop on.
+    pub shutdown: Shutdown,
+    /// Spawned background tasks, awaited at the end of shutdown.
+    pub(crate) tasks: Vec<JoinHandle<()>>,
+}
+
+impl Parts<Engine<KubeStore>> {
+    /// Against a cluster: the real store over RRs in `namespace`, the watch that feeds the
+    /// index, and, in `storm.updates: async`, the storm flusher.
+    pub fn kube(config: &Config, client: kube::Client, namespace: &str) -> Self {
+        let metrics = Metrics::new();
+        let health = Arc::new(Health::new());
+        let breaker = Arc::new(Breaker::new(
+            config.kubernetes.breaker_failures,
+            config.kubernetes.breaker_cooldown,
+            metrics.circuit_breaker_state.clone(),
+        ));
+        let store = Arc::new(KubeStore::new(
+            client.clone(),
+            namespace,
+            config.kubernetes.call_timeout,
+            breaker,
+            metrics.clone(),
+            health.clone(),
+        ));
+        let mut parts = Self::engine(config, store, namespace, Arc::new(SystemClock), health);
+        let watch = dedup::watch::run(
+            kube::Api::namespaced(client, namespace),
+            parts.processor.index().clone(),
+            parts.health.clone(),
+            metrics,
+            parts.shutdown.intake(),
+        );
+        parts.tasks.push(tokio::spawn(watch));
+        parts
+    }
+}
+
+impl<S: RrStore> Parts<Engine<S>> {
+    /// Around `store`, with no watch: the index learns only from the engine's own writes and
+    /// counts as listed at once. For tests and benches over an in-memory store.
+    pub fn store(config: &Config, store: Arc<S>, namespace: &str, clock: Arc<dyn Clock>) -> Self {
+        let health = Arc::new(Health::new());
+        health.set_index_synced(true);
+        Self::engine(config, store, namespace, clock, health)
+    }
+
+    fn engine(
+        config: &Config,
+        store: Arc<S>,
+        namespace: &str,
+        clock: Arc<dyn Clock>,
+        health: Arc<Health>,
+    ) -> Self {
+        let metrics = Metrics::new();
+        let index = Arc::new(Index::new());
+        let shutdown = Shutdown::new();
+        let rule = storm::Rule {
+            threshold: config.storm.threshold,
+            window: config.storm.window,
+            history_size: config.storm.history_size,
+        };
+        let storm = storm::Writer::new(
+            rule,
+            config.storm.updates,
+            config.storm.queue_capacity,
+            store.clone(),
+            index.clone(),
+            metrics.clone(),
+        );
+        // The storm queue flushes last, after the requests that feed it drained.
+        let flusher = storm.flusher(
+            config.storm.flush_interval,
+            config.storm.max_concurrent_patches,
+            shutdown.last(),
+        );
+        let settings = dedup::Settings {
+            namespace: namespace.to_owned(),
+            max_attempts: config.kubernetes.max_attempts,
+        };
+        let engine = Engine::new(store, index, settings, clock.clone(), metrics, storm);
+        Parts {
+            processor: Arc::new(engine),
+            health,
+            clock,
+            shutdown,
+            tasks: flusher.map(tokio::spawn).into_iter().collect(),
+        }
+    }
+}
+
+impl<P: Processor> Parts<P> {
+    /// Around `processor`, ready at once, with no background task.
+    pub fn processor(processor: Arc<P>, clock: Arc<dyn Clock>) -> Self {
+        let health = Arc::new(Health::new());
+        health.set_index_synced(true);
+        Parts {
+            processor,
+            health,
+            clock,
+            shutdown: Shutdown::new(),
+            tasks: Vec::new(),
+        }
+    }
+}
