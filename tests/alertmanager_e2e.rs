@@ -15,10 +15,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gateway::k8s::RemediationRequest;
-use gateway_envtest::{ControlPlane, Options, default_crds};
 use observe_support::{Server, deploy_dir, run, start_prometheus};
 use sha2::Digest as _;
-use support::{Gateway, Http, count_of, eventually, metric_value, rrs_of};
+use support::{Http, Stack, count_of, eventually, metric_value, rrs_of};
 
 /// Where the shipped receiver points: the Service of `deploy/`.
 const SHIPPED_URL_BASE: &str = "http://gateway.remediation.svc:8080";
@@ -87,18 +86,15 @@ async fn alertmanager_deliveries_become_exact_counts_on_one_rr_across_an_outage(
     let log = |what: &str| eprintln!("[{:>6.1?}] {what}", began.elapsed());
     let dir = tempfile::tempdir().unwrap();
     // envtest shortens the apiserver's wait on open watches, so the outage below starts at once.
-    let plane = ControlPlane::start(Options {
-        crds: default_crds(),
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    let ns = plane.create_namespace("alertmanager").await.unwrap();
-    let client = plane.client().unwrap();
-    support::warm_up(&client, &ns).await;
-    let gateway = Gateway::start(plane.kubeconfig_path(), &ns, &[]);
-    let http = Http::new();
-    gateway.ready(&http).await;
+    let plane = support::own_plane().await;
+    let Stack {
+        ns,
+        client,
+        http,
+        mut gateways,
+        ..
+    } = Stack::open(&plane, "alertmanager", &[&[]]).await;
+    let gateway = gateways.remove(0);
 
     let am_config = dir.path().join("alertmanager.yml");
     std::fs::write(&am_config, alertmanager_config(&gateway.api)).unwrap();

@@ -10,27 +10,11 @@ use futures::future::join_all;
 use gateway::k8s::RemediationRequest;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use support::{Gateway, Http, alert, count_of, eventually, pod_fingerprint, rrs_of};
+use support::{Gateway, Http, Stack, alert, count_of, eventually, pod_fingerprint, rrs_of};
 
-async fn gateways(n: usize, namespace: &str) -> (Vec<Gateway>, Http) {
-    let plane = gateway_envtest::shared().await.unwrap();
-    support::warm_up(&plane.client().unwrap(), namespace).await;
-    let http = Http::new();
-    let gateways: Vec<Gateway> = (0..n)
-        .map(|_| Gateway::start(plane.kubeconfig_path(), namespace, &[]))
-        .collect();
-    for gateway in &gateways {
-        gateway.ready(&http).await;
-    }
-    (gateways, http)
-}
-
-async fn namespace(prefix: &str) -> (String, kube::Client) {
-    let plane = gateway_envtest::shared().await.unwrap();
-    (
-        plane.create_namespace(prefix).await.unwrap(),
-        plane.client().unwrap(),
-    )
+/// A fresh namespace on the shared plane with `n` default gateways, ready.
+async fn stack(prefix: &str, n: usize) -> Stack {
+    Stack::shared(prefix, &vec![&[][..]; n]).await
 }
 
 /// Sends `alert(pod)` `n` times at once, spread over the gateways; returns (status, count, rr).
@@ -67,8 +51,13 @@ async fn burst(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_first_sighting_300_concurrent() {
-    let (ns, client) = namespace("first").await;
-    let (gateways, http) = gateways(3, &ns).await;
+    let Stack {
+        ns,
+        client,
+        gateways,
+        http,
+        ..
+    } = stack("first", 3).await;
     let results = burst(&gateways, &http, &ns, "api-0", 300).await;
 
     let mut counts: Vec<i64> = results.iter().map(|r| r.1).collect();
@@ -95,8 +84,13 @@ async fn three_replicas_first_sighting_300_concurrent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_50_fingerprints_40_each() {
-    let (ns, client) = namespace("many").await;
-    let (gateways, http) = gateways(3, &ns).await;
+    let Stack {
+        ns,
+        client,
+        gateways,
+        http,
+        ..
+    } = stack("many", 3).await;
     let all = join_all((0..50).map(|f| {
         let (gateways, http, ns) = (&gateways, &http, &ns);
         async move { (f, burst(gateways, http, ns, &format!("web-{f}"), 40).await) }
@@ -114,8 +108,13 @@ async fn three_replicas_50_fingerprints_40_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncontended_duplicate_costs_one_patch_and_no_get() {
-    let (ns, client) = namespace("budget").await;
-    let (gateways, http) = gateways(1, &ns).await;
+    let Stack {
+        ns,
+        client,
+        gateways,
+        http,
+        ..
+    } = stack("budget", 1).await;
     let gw = &gateways[0];
     let url = format!("{}/api/v1/signals/prometheus", gw.api);
     let (status, _) = http.post(&url, &alert("DiskFull", &ns, "db-0")).await;
@@ -173,8 +172,13 @@ async fn uncontended_duplicate_costs_one_patch_and_no_get() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_phase_starts_a_new_rr() {
-    let (ns, client) = namespace("terminal").await;
-    let (gateways, http) = gateways(1, &ns).await;
+    let Stack {
+        ns,
+        client,
+        gateways,
+        http,
+        ..
+    } = stack("terminal", 1).await;
     let url = format!("{}/api/v1/signals/prometheus", gateways[0].api);
     let fp = pod_fingerprint(&ns, "job-0");
     for _ in 0..3 {
@@ -213,8 +217,13 @@ async fn terminal_phase_starts_a_new_rr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_review_keeps_a_terminal_rr_active() {
-    let (ns, client) = namespace("review").await;
-    let (gateways, http) = gateways(1, &ns).await;
+    let Stack {
+        ns,
+        client,
+        gateways,
+        http,
+        ..
+    } = stack("review", 1).await;
     let url = format!("{}/api/v1/signals/prometheus", gateways[0].api);
     let (status, body) = http.post(&url, &alert("OOMKilled", &ns, "worker-0")).await;
     assert_eq!(status, 201);
@@ -234,8 +243,13 @@ async fn manual_review_keeps_a_terminal_rr_active() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rr_created_out_of_band_is_deduplicated_onto() {
-    let (ns, client) = namespace("oob").await;
-    let (gateways, http) = gateways(1, &ns).await;
+    let Stack {
+        ns,
+        client,
+        gateways,
+        http,
+        ..
+    } = stack("oob", 1).await;
     let gw = &gateways[0];
     let fp = pod_fingerprint(&ns, "cache-0");
     let api: Api<RemediationRequest> = Api::namespaced(client.clone(), &ns);

@@ -6,32 +6,19 @@ mod support;
 
 use std::time::Duration;
 
-use gateway_envtest::{ControlPlane, Options, default_crds};
-use support::{Gateway, Http, alert, count_of, eventually, pod_fingerprint, rrs_of};
+use support::{Stack, alert, count_of, eventually, pod_fingerprint, rrs_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_recovers_after_an_apiserver_restart() {
-    let plane = ControlPlane::start(Options {
-        crds: default_crds(),
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    let ns = plane.create_namespace("restart").await.unwrap();
-    support::warm_up(&plane.client().unwrap(), &ns).await;
-    let http = Http::new();
-    let gateways: Vec<Gateway> = (0..2)
-        .map(|_| Gateway::start(plane.kubeconfig_path(), &ns, &[]))
-        .collect();
-    for g in &gateways {
-        g.ready(&http).await;
-    }
-    let url = |i: usize| format!("{}/api/v1/signals/prometheus", gateways[i].api);
-    let (status, body) = http.post(&url(0), &alert("NodeDown", &ns, "edge-0")).await;
+    let plane = support::own_plane().await;
+    let stack = Stack::open(&plane, "restart", &[&[], &[]]).await;
+    let (ns, http, gateways) = (&stack.ns, &stack.http, &stack.gateways);
+    let url = |i: usize| stack.prometheus_url(i);
+    let (status, body) = http.post(&url(0), &alert("NodeDown", ns, "edge-0")).await;
     assert_eq!(status, 201, "{body}");
 
     plane.stop_apiserver().await.unwrap();
-    for g in &gateways {
+    for g in gateways {
         eventually(Duration::from_secs(30), "readiness lost", || async {
             matches!(
                 http.get(&format!("{}/readyz", g.health)).await,
@@ -41,27 +28,26 @@ async fn index_recovers_after_an_apiserver_restart() {
         })
         .await;
     }
-    let (status, body) = http.post(&url(1), &alert("NodeDown", &ns, "edge-0")).await;
+    let (status, body) = http.post(&url(1), &alert("NodeDown", ns, "edge-0")).await;
     assert_eq!(
         status, 503,
         "a signal during the outage is refused for retry: {body}"
     );
 
     plane.start_apiserver().await.unwrap();
-    for g in &gateways {
-        g.ready(&http).await;
-        assert!(g.metric(&http, "gateway_watch_restarts_total", &[]).await >= 1.0);
+    for g in gateways {
+        g.ready(http).await;
+        assert!(g.metric(http, "gateway_watch_restarts_total", &[]).await >= 1.0);
     }
     for (i, expected) in [(1, 2), (0, 3)] {
-        let (status, body) = http.post(&url(i), &alert("NodeDown", &ns, "edge-0")).await;
+        let (status, body) = http.post(&url(i), &alert("NodeDown", ns, "edge-0")).await;
         assert_eq!(
             (status, body["metadata"]["count"].as_i64()),
             (202, Some(expected)),
             "{body}"
         );
     }
-    let client = plane.client().unwrap();
-    let rrs = rrs_of(&client, &ns, &pod_fingerprint(&ns, "edge-0")).await;
+    let rrs = rrs_of(&stack.client, ns, &pod_fingerprint(ns, "edge-0")).await;
     assert_eq!(
         rrs.len(),
         1,

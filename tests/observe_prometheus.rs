@@ -16,10 +16,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gateway_envtest::{ControlPlane, Options, default_crds};
 use observe_support::{deploy_dir, exported_metric_names, query, run, start_prometheus};
 use serde_json::{Value, json};
-use support::{Gateway, Http, alert, eventually};
+use support::{Gateway, Http, Stack, alert, eventually};
 
 /// Values for the dashboard's variables: its default job, all instances, and a rate window
 /// that covers the whole scenario.
@@ -152,14 +151,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     let log = |what: &str| eprintln!("[{:>6.1?}] {what}", began.elapsed());
     let dir = tempfile::tempdir().unwrap();
     // envtest shortens the apiserver's wait on open watches, so the outage below starts at once.
-    let plane = ControlPlane::start(Options {
-        crds: default_crds(),
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    let ns = plane.create_namespace("observe").await.unwrap();
-    support::warm_up(&plane.client().unwrap(), &ns).await;
+    let plane = support::own_plane().await;
 
     // A: defaults, storms at 3. B: in-flight limit 1, storm queue of one RR, slow flushes.
     let b_config = dir.path().join("b.yaml");
@@ -168,15 +160,21 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         "api: {max_in_flight: 1}\nstorm: {threshold: 2, queue_capacity: 1, flush_interval: 1s}\n",
     )
     .unwrap();
-    let a = Gateway::start(plane.kubeconfig_path(), &ns, &["--storm-threshold", "3"]);
-    let b = Gateway::start(
-        plane.kubeconfig_path(),
-        &ns,
-        &["--config", b_config.to_str().unwrap()],
-    );
-    let http = Http::new();
-    a.ready(&http).await;
-    b.ready(&http).await;
+    let Stack {
+        ns,
+        http,
+        mut gateways,
+        ..
+    } = Stack::open(
+        &plane,
+        "observe",
+        &[
+            &["--storm-threshold", "3"],
+            &["--config", b_config.to_str().unwrap()],
+        ],
+    )
+    .await;
+    let (a, b) = (gateways.remove(0), gateways.remove(0));
     let target = |g: &Gateway| g.metrics.trim_start_matches("http://").to_owned();
     let config = format!(
         "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\n\

@@ -19,7 +19,7 @@ use gateway::processor::Outcome;
 use gateway::storm;
 use gateway::telemetry::Metrics;
 use support::fake::{FakeStore, pod_signal as signal};
-use support::{Gateway, Http, alert, eventually, pod_fingerprint, rrs_of};
+use support::{Gateway, Http, Stack, alert, eventually, pod_fingerprint, rrs_of};
 
 /// An engine in `sync` storm mode over the fake store, driven by a manual clock.
 fn engine(
@@ -139,11 +139,8 @@ async fn a_failing_storm_patch_changes_no_response() {
 // ---- real control plane ----
 
 async fn namespace(prefix: &str) -> (String, kube::Client, std::path::PathBuf) {
-    let plane = gateway_envtest::shared().await.unwrap();
-    let ns = plane.create_namespace(prefix).await.unwrap();
-    let client = plane.client().unwrap();
-    support::warm_up(&client, &ns).await;
-    (ns, client, plane.kubeconfig_path().to_path_buf())
+    let stack = Stack::shared(prefix, &[]).await;
+    (stack.ns, stack.client, stack.kubeconfig)
 }
 
 async fn storm_of(client: &kube::Client, ns: &str, pod: &str) -> Option<StormAggregationStatus> {

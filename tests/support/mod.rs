@@ -271,3 +271,69 @@ pub fn test_spec(pod: &str, namespace: &str) -> gateway::k8s::RemediationRequest
     let signal = pod_rr::pod_signal(namespace, pod);
     gateway::dedup::rr::build(&signal, namespace, 0, jiff::Timestamp::now()).spec
 }
+
+/// A control plane of the test binary's own, with the RR CRD: for tests that stop or pause its
+/// processes, which would disturb tests sharing [`gateway_envtest::shared`].
+pub async fn own_plane() -> gateway_envtest::ControlPlane {
+    gateway_envtest::ControlPlane::start(gateway_envtest::Options {
+        crds: gateway_envtest::default_crds(),
+        ..gateway_envtest::Options::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The opening every cluster test shares: a fresh namespace on `plane`, the RR write path
+/// warmed up, and one ready gateway process per entry of `gateway_args` (its extra flags).
+pub struct Stack {
+    /// The namespace holding the RRs.
+    pub ns: String,
+    /// An admin client.
+    pub client: kube::Client,
+    /// The plane's admin kubeconfig.
+    pub kubeconfig: std::path::PathBuf,
+    /// One HTTP client for the test.
+    pub http: Http,
+    /// The gateways, ready.
+    pub gateways: Vec<Gateway>,
+}
+
+impl Stack {
+    /// Opens the stack on `plane`, namespace named after `prefix`.
+    pub async fn open(
+        plane: &gateway_envtest::ControlPlane,
+        prefix: &str,
+        gateway_args: &[&[&str]],
+    ) -> Stack {
+        let ns = plane.create_namespace(prefix).await.unwrap();
+        let client = plane.client().unwrap();
+        warm_up(&client, &ns).await;
+        let kubeconfig = plane.kubeconfig_path().to_path_buf();
+        let http = Http::new();
+        let gateways: Vec<Gateway> = gateway_args
+            .iter()
+            .map(|args| Gateway::start(&kubeconfig, &ns, args))
+            .collect();
+        for gateway in &gateways {
+            gateway.ready(&http).await;
+        }
+        Stack {
+            ns,
+            client,
+            kubeconfig,
+            http,
+            gateways,
+        }
+    }
+
+    /// On the test binary's shared control plane.
+    pub async fn shared(prefix: &str, gateway_args: &[&[&str]]) -> Stack {
+        let plane = gateway_envtest::shared().await.unwrap();
+        Self::open(plane, prefix, gateway_args).await
+    }
+
+    /// The signal API URL of gateway `i` for Alertmanager payloads.
+    pub fn prometheus_url(&self, i: usize) -> String {
+        format!("{}/api/v1/signals/prometheus", self.gateways[i].api)
+    }
+}
