@@ -84,6 +84,11 @@ pub struct KubernetesConfig {
     /// Attempts of one commit (create or status patch) before answering 503; each lost
     /// optimistic-concurrency race (409) costs one.
     pub max_attempts: u32,
+    /// How long a freshly created RR waits for a duplicate before the gateway writes its
+    /// count-1 `status.deduplication` itself: a duplicate within it writes the block anyway,
+    /// saving one write. Until then the RR shows no count (it means one occurrence).
+    #[serde(with = "duration")]
+    pub status_init_delay: Duration,
     /// Consecutive failed Kubernetes calls that open the circuit breaker.
     pub breaker_failures: u32,
     /// How long the open breaker answers 503 without calling Kubernetes.
@@ -98,6 +103,7 @@ impl Default for KubernetesConfig {
             kubeconfig: None,
             call_timeout: Duration::from_secs(2),
             max_attempts: 16,
+            status_init_delay: Duration::from_secs(1),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),
         }
@@ -116,15 +122,23 @@ pub struct StormConfig {
     /// How often the queue writes pending storm states.
     #[serde(with = "duration")]
     pub flush_interval: Duration,
-    /// `async` (default), `sync` or `inline`.
+    /// `inline` (default: measured fastest, PERF.md), `async` or `sync`.
     pub updates: Mode,
     /// Distinct RRs with a pending storm state; beyond it new states are dropped and counted.
     pub queue_capacity: usize,
     /// Storm patches in flight at once.
     pub max_concurrent_patches: usize,
     /// Recent arrival times kept per RR in `status.deduplication.recentOccurrences` (at least
-    /// `threshold`, at most 1024); `windowOccurrences` saturates at it.
-    pub history_size: usize,
+    /// `threshold`, at most 1024). Default: `threshold`, all the rule needs to detect a storm;
+    /// `windowOccurrences` saturates at it, so raise it only to report larger windows.
+    pub history_size: Option<usize>,
+}
+
+impl StormConfig {
+    /// `history_size`, or its default.
+    pub fn history_size(&self) -> usize {
+        self.history_size.unwrap_or(self.threshold as usize)
+    }
 }
 
 impl Default for StormConfig {
@@ -133,10 +147,10 @@ impl Default for StormConfig {
             threshold: 5,
             window: Duration::from_secs(60),
             flush_interval: Duration::from_millis(200),
-            updates: Mode::Async,
+            updates: Mode::Inline,
             queue_capacity: 100_000,
             max_concurrent_patches: 8,
-            history_size: 64,
+            history_size: None,
         }
     }
 }
@@ -236,8 +250,8 @@ impl Config {
         if self.storm.threshold < 2 {
             return invalid("storm.threshold", "must be at least 2");
         }
-        if self.storm.history_size < self.storm.threshold as usize || self.storm.history_size > 1024
-        {
+        let history_size = self.storm.history_size();
+        if history_size < self.storm.threshold as usize || history_size > 1024 {
             return invalid(
                 "storm.history_size",
                 "must be between storm.threshold and 1024",

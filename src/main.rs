@@ -52,7 +52,10 @@ struct Args {
     /// Storm queue flush interval [storm.flush_interval; default 200ms].
     #[arg(long, env = "GATEWAY_STORM_FLUSH_INTERVAL", value_parser = gateway::config::duration::parse)]
     storm_flush_interval: Option<std::time::Duration>,
-    /// Storm status writes: async (queue), sync (before responding) or inline (in the dedup patch) [storm.updates].
+    /// Arrival times kept per RR, >= threshold [storm.history_size; default: the threshold].
+    #[arg(long, env = "GATEWAY_STORM_HISTORY_SIZE")]
+    storm_history_size: Option<usize>,
+    /// Storm status writes: inline (in the dedup patch), async (queue) or sync (before responding) [storm.updates; default inline].
     #[arg(long, env = "GATEWAY_STORM_UPDATES")]
     storm_updates: Option<Mode>,
     /// Log format [log.format; default json].
@@ -86,6 +89,7 @@ impl Args {
             storm_threshold => storm.threshold,
             storm_window => storm.window,
             storm_flush_interval => storm.flush_interval,
+            storm_history_size => storm.history_size,
             storm_updates => storm.updates,
             log_format => log.format,
             log_level => log.level,

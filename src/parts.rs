@@ -88,7 +88,7 @@ impl<S: RrStore> Parts<Engine<S>> {
         let rule = storm::Rule {
             threshold: config.storm.threshold,
             window: config.storm.window,
-            history_size: config.storm.history_size,
+            history_size: config.storm.history_size(),
         };
         let storm = storm::Writer::new(
             rule,
@@ -107,6 +107,7 @@ impl<S: RrStore> Parts<Engine<S>> {
         let settings = dedup::Settings {
             namespace: namespace.to_owned(),
             max_attempts: config.kubernetes.max_attempts,
+            status_init_delay: config.kubernetes.status_init_delay,
         };
         let engine = Engine::new(store, index, settings, clock.clone(), metrics, storm);
         Parts {

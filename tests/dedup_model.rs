@@ -48,9 +48,8 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Runs the ops; returns, per RR, the counts the engine answered.
-async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<String, Vec<i64>> {
-    store.fail_every.store(fail_every, Ordering::SeqCst);
+/// The engine over `store`, storm status never written (async mode, no flusher).
+fn engine(store: &Arc<FakeStore>, status_init_delay: Duration) -> Engine<FakeStore> {
     let rule = storm::Rule {
         threshold: 5,
         window: Duration::from_secs(60),
@@ -59,10 +58,10 @@ async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<Stri
     let settings = Settings {
         namespace: "ns".into(),
         max_attempts: 64,
+        status_init_delay,
     };
     let index = Arc::new(Index::new());
     let metrics = Metrics::new();
-    // Async storm mode with no flusher: storm status is never written, only counts are.
     let storm = storm::Writer::new(
         rule,
         storm::Mode::Async,
@@ -71,14 +70,73 @@ async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<Stri
         index.clone(),
         metrics.clone(),
     );
-    let engine = Engine::new(
+    Engine::new(
         store.clone(),
         index,
         settings,
         Arc::new(SystemClock),
         metrics,
         storm,
+    )
+}
+
+/// Writes the fake store took for the only RR of `store` (its resourceVersion counts them).
+fn writes(store: &FakeStore) -> u64 {
+    store.next_rv.load(Ordering::SeqCst)
+}
+
+fn initialised(store: &FakeStore) -> Option<i64> {
+    let rrs = store.rrs.lock().unwrap();
+    let rr = rrs.values().next()?;
+    Some(rr.status.as_ref()?.deduplication.as_ref()?.occurrence_count)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_within_the_delay_initialises_the_status_in_its_own_write() {
+    let store = Arc::new(FakeStore::default());
+    let engine = engine(&store, Duration::from_secs(1));
+    assert!(matches!(
+        engine.process(signal(0)).await,
+        Ok(Outcome::Created { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        initialised(&store),
+        None,
+        "not yet: waiting for a duplicate"
     );
+    let Ok(Outcome::Duplicate { count, .. }) = engine.process(signal(0)).await else {
+        panic!("a duplicate");
+    };
+    assert_eq!(count, 2);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(initialised(&store), Some(2));
+    assert_eq!(
+        writes(&store),
+        2,
+        "the create and one status patch, no separate initialisation"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_create_gets_its_count_one_status_after_the_delay() {
+    let store = Arc::new(FakeStore::default());
+    let engine = engine(&store, Duration::from_secs(1));
+    assert!(matches!(
+        engine.process(signal(0)).await,
+        Ok(Outcome::Created { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(initialised(&store), None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(initialised(&store), Some(1));
+    assert_eq!(writes(&store), 2);
+}
+
+/// Runs the ops; returns, per RR, the counts the engine answered.
+async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<String, Vec<i64>> {
+    store.fail_every.store(fail_every, Ordering::SeqCst);
+    let engine = engine(&store, Duration::from_millis(20));
     let mut answered: HashMap<String, Vec<i64>> = HashMap::new();
     for op in ops {
         match op {

@@ -153,11 +153,12 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     // envtest shortens the apiserver's wait on open watches, so the outage below starts at once.
     let plane = support::own_plane().await;
 
-    // A: defaults, storms at 3. B: in-flight limit 1, storm queue of one RR, slow flushes.
+    // A: storms at 3 through the queue (the dashboard shows its panels). B: in-flight limit 1,
+    // storm queue of one RR, slow flushes.
     let b_config = dir.path().join("b.yaml");
     std::fs::write(
         &b_config,
-        "api: {max_in_flight: 1}\nstorm: {threshold: 2, queue_capacity: 1, flush_interval: 1s}\n",
+        "api: {max_in_flight: 1}\nstorm: {threshold: 2, updates: async, queue_capacity: 1, flush_interval: 1s}\n",
     )
     .unwrap();
     let Stack {
@@ -169,7 +170,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         &plane,
         "observe",
         &[
-            &["--storm-threshold", "3"],
+            &["--storm-threshold", "3", "--storm-updates", "async"],
             &["--config", b_config.to_str().unwrap()],
         ],
     )

@@ -46,6 +46,7 @@ fn engine(
     let settings = Settings {
         namespace: "ns".into(),
         max_attempts: 16,
+        status_init_delay: Duration::from_millis(20),
     };
     Engine::new(
         store.clone(),
@@ -169,10 +170,19 @@ async fn send(http: &Http, gateways: &[Gateway], ns: &str, pod: &str, n: usize) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_converge_on_the_single_replica_values() {
-    let (ns, client, kubeconfig) = namespace("storm-conv").await;
+    for mode in ["async", "inline"] {
+        converge(mode).await;
+    }
+}
+
+/// The storm status of one RR fed by three replicas equals that of one fed by one replica.
+async fn converge(mode: &str) {
+    let (ns, client, kubeconfig) = namespace(&format!("storm-conv-{mode}")).await;
     let http = Http::new();
+    // A history of 64 arrivals, so windowOccurrences can reach 30.
+    let args = ["--storm-updates", mode, "--storm-history-size", "64"];
     let three: Vec<Gateway> = (0..3)
-        .map(|_| Gateway::start(&kubeconfig, &ns, &[]))
+        .map(|_| Gateway::start(&kubeconfig, &ns, &args))
         .collect();
     for g in &three {
         g.ready(&http).await;
@@ -212,7 +222,7 @@ async fn three_replicas_converge_on_the_single_replica_values() {
 async fn a_burst_of_1000_duplicates_coalesces_storm_writes() {
     let (ns, client, kubeconfig) = namespace("storm-burst").await;
     let http = Http::new();
-    let gateway = Gateway::start(&kubeconfig, &ns, &[]);
+    let gateway = Gateway::start(&kubeconfig, &ns, &["--storm-updates", "async"]);
     gateway.ready(&http).await;
     send(&http, std::slice::from_ref(&gateway), &ns, "burst", 1).await;
     for _ in 0..10 {
@@ -241,7 +251,11 @@ async fn a_burst_of_1000_duplicates_coalesces_storm_writes() {
 async fn shutdown_flushes_the_pending_storm_state() {
     let (ns, client, kubeconfig) = namespace("storm-stop").await;
     let http = Http::new();
-    let gateway = Gateway::start(&kubeconfig, &ns, &["--storm-flush-interval", "1h"]);
+    let gateway = Gateway::start(
+        &kubeconfig,
+        &ns,
+        &["--storm-updates", "async", "--storm-flush-interval", "1h"],
+    );
     gateway.ready(&http).await;
     send(&http, std::slice::from_ref(&gateway), &ns, "stop", 1).await;
     send(&http, std::slice::from_ref(&gateway), &ns, "stop", 6).await;

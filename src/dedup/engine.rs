@@ -8,6 +8,12 @@
 //! `api.max_in_flight` bounds; running the write in its own task also means a client hanging
 //! up cannot abandon a write that other signals wait on.
 //!
+//! **Status initialisation.** A create cannot carry `status` (the subresource ignores it), so a
+//! fresh RR gets `status.deduplication` (count 1) from a second write. The drain task waits
+//! `status_init_delay` for a duplicate first: one that arrives writes the full block with its
+//! own count, and the initialisation is not paid for twice (Alertmanager HA sends the same
+//! alert from every replica at once). The wait never delays a signal: a new waiter wakes it.
+//!
 //! **Exactness.** Every status patch carries the `resourceVersion` its count was read at, so a
 //! racing write (another replica, the orchestrator) turns into 409 Conflict, never a lost
 //! increment; the loser refreshes that one RR and tries again, a bounded number of times.
@@ -15,9 +21,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use dashmap::DashMap;
 use jiff::Timestamp;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::outcome::{Outcome, ProcessError};
 use super::rr;
@@ -36,6 +44,9 @@ pub struct Settings {
     pub namespace: String,
     /// Attempts per commit before answering 503 (`kubernetes.max_attempts`).
     pub max_attempts: u32,
+    /// How long a fresh RR waits for a duplicate to initialise its status before the
+    /// engine writes count 1 itself (`kubernetes.status_init_delay`).
+    pub status_init_delay: Duration,
 }
 
 /// The dedup engine; cheap to clone.
@@ -59,7 +70,15 @@ struct Inner<S> {
     metrics: Metrics,
     storm: storm::Writer<S>,
     max_attempts: u32,
-    slots: DashMap<Fingerprint, Vec<Waiter>, ahash::RandomState>,
+    status_init_delay: Duration,
+    slots: DashMap<Fingerprint, Slot, ahash::RandomState>,
+}
+
+/// The signals of one fingerprint waiting for the next commit, and the bell that tells a
+/// waiting drain task they came.
+struct Slot {
+    waiters: Vec<Waiter>,
+    wake: Arc<Notify>,
 }
 
 struct Waiter {
@@ -95,6 +114,7 @@ impl<S: RrStore> Engine<S> {
                 metrics,
                 storm,
                 max_attempts: settings.max_attempts,
+                status_init_delay: settings.status_init_delay,
                 slots: DashMap::default(),
             }),
         }
@@ -122,11 +142,16 @@ impl<S: RrStore> Engine<S> {
         };
         let lead = match inner.slots.entry(fingerprint) {
             dashmap::Entry::Occupied(mut queued) => {
-                queued.get_mut().push(waiter);
+                let slot = queued.get_mut();
+                slot.waiters.push(waiter);
+                slot.wake.notify_one();
                 false
             }
             dashmap::Entry::Vacant(empty) => {
-                empty.insert(vec![waiter]);
+                empty.insert(Slot {
+                    waiters: vec![waiter],
+                    wake: Arc::new(Notify::new()),
+                });
                 true
             }
         };
@@ -140,34 +165,47 @@ impl<S: RrStore> Engine<S> {
         })
     }
 
-    /// Serves one fingerprint's queue until it is empty.
+    /// Serves one fingerprint's queue until it is empty, then initialises the status of an
+    /// RR it created if no duplicate did within `status_init_delay`.
     async fn drain(self, fingerprint: Fingerprint) {
         let inner = &self.inner;
+        let mut uninitialised: Option<RrState> = None;
         loop {
-            let batch = match inner.slots.get_mut(&fingerprint) {
-                Some(mut waiters) => std::mem::take(&mut *waiters),
+            let (batch, wake) = match inner.slots.get_mut(&fingerprint) {
+                Some(mut slot) => (std::mem::take(&mut slot.waiters), slot.wake.clone()),
                 None => return,
             };
-            if batch.is_empty() {
-                // Leave only if nobody queued since the take; otherwise serve them.
-                if inner
-                    .slots
-                    .remove_if(&fingerprint, |_, waiters| waiters.is_empty())
-                    .is_some()
-                {
-                    return;
+            if !batch.is_empty() {
+                uninitialised = self.commit(fingerprint, batch.into()).await;
+                continue;
+            }
+            if let Some(state) = uninitialised.take() {
+                tokio::select! {
+                    // A duplicate came: its patch writes the whole block.
+                    _ = wake.notified() => uninitialised = Some(state),
+                    _ = tokio::time::sleep(inner.status_init_delay) => self.initialise(&state).await,
                 }
                 continue;
             }
-            self.commit(fingerprint, batch.into()).await;
+            // Leave only if nobody queued since the take; otherwise serve them.
+            if inner
+                .slots
+                .remove_if(&fingerprint, |_, slot| slot.waiters.is_empty())
+                .is_some()
+            {
+                return;
+            }
         }
     }
 
-    /// Records `pending` (all of one fingerprint), replying to each.
-    async fn commit(&self, fingerprint: Fingerprint, mut pending: VecDeque<Waiter>) {
+    /// Records `pending` (all of one fingerprint), replying to each. Returns the RR it
+    /// created if its status is still uninitialised (no duplicate in the same batch).
+    async fn commit(
+        &self,
+        fingerprint: Fingerprint,
+        mut pending: VecDeque<Waiter>,
+    ) -> Option<RrState> {
         let inner = &self.inner;
-        // After a create, the RR's status.deduplication is initialised from this task (not
-        // the request's) unless duplicates already queued will initialise it.
         let mut created: Option<RrState> = None;
         for _ in 0..inner.max_attempts {
             let step = match inner.index.active(&fingerprint, inner.clock.now()) {
@@ -181,11 +219,14 @@ impl<S: RrStore> Engine<S> {
                 Ok(Step::Done) => break,
                 Ok(Step::Again) if pending.is_empty() => break,
                 Ok(Step::Again) => {}
-                Err(error) => return fail(pending, error),
+                Err(error) => {
+                    fail(pending, error);
+                    return created.filter(|s| !s.initialised);
+                }
             }
         }
         if !pending.is_empty() {
-            return fail(
+            fail(
                 pending,
                 ProcessError::Unavailable(format!(
                     "gave up after {} attempts lost to concurrent writes",
@@ -193,9 +234,7 @@ impl<S: RrStore> Engine<S> {
                 )),
             );
         }
-        if let Some(state) = created.filter(|s| !s.initialised) {
-            self.initialise(&state).await;
-        }
+        created.filter(|s| !s.initialised)
     }
 
     /// No active RR: creates one for the first pending signal and answers it.

@@ -25,14 +25,15 @@ pub use rule::Rule;
 #[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Through the coalescing background queue; never delays a response.
+    /// In the deduplication patch itself (the default): no extra write and no staleness, at
+    /// the price of a few hundred bytes per duplicate patch of a storming RR (see PERF.md).
     #[default]
+    Inline,
+    /// Through the coalescing background queue; never delays a response. For storm writes
+    /// that cannot ride on a deduplication write.
     Async,
     /// Before responding; exists only to measure the alternative.
     Sync,
-    /// In the deduplication patch itself: no extra write and no staleness, at the price of
-    /// a few hundred bytes per duplicate patch of a storming RR (see PERF.md).
-    Inline,
 }
 
 /// Turns committed deduplication writes into storm status, as [`Mode`] says.
