@@ -45,6 +45,22 @@ impl Fingerprint {
             .then_some(Fingerprint(bytes))
     }
 
+    /// The 32 bytes the hex text encodes (the compact form the index keys on).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let nibble = |c: u8| {
+            if c.is_ascii_digit() {
+                c - b'0'
+            } else {
+                c - b'a' + 10
+            }
+        };
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(self.0.chunks_exact(2)) {
+            *byte = (nibble(pair[0]) << 4) | nibble(pair[1]);
+        }
+        out
+    }
+
     /// The hex text.
     pub fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever stored.
@@ -107,6 +123,12 @@ mod tests {
             Fingerprint::of(Some(""), "prod", "Deployment", "api"),
             Fingerprint::of(None, "prod", "Deployment", "api")
         );
+    }
+
+    #[test]
+    fn bytes_are_the_digest() {
+        let fp = Fingerprint::of(None, "ns", "Pod", "a");
+        assert_eq!(hex::encode(fp.to_bytes()), fp.as_str());
     }
 
     #[test]

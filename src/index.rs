@@ -7,12 +7,19 @@
 //! `resourceVersion`. A relist builds a fresh map beside the live one (write responses go to
 //! both) and swaps it in atomically when the list completes, so deleted RRs disappear without
 //! a window in which live ones are missing.
+//!
+//! **Compact entries.** Every RR in the namespace lives here, so the entry is small: the key is
+//! the fingerprint's 32 bytes, one RR per fingerprint (the usual case) sits inline, times are
+//! Unix milliseconds, the recent arrivals (as many as the storm threshold by default) live in
+//! the entry itself, and a name the gateway derived is recomputed instead of stored. Readers get
+//! the expanded [`RrState`].
 
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
 use jiff::Timestamp;
+use smallvec::SmallVec;
 
 use crate::fingerprint::Fingerprint;
 use crate::k8s::history::History;
@@ -22,7 +29,106 @@ use crate::k8s::types::RemediationRequest;
 /// deterministic name is derived.
 pub const GENERATION_LABEL: &str = "gateway.kubernaut.ai/generation";
 
-type Shards = DashMap<Fingerprint, Vec<RrState>, ahash::RandomState>;
+/// The fingerprint's bytes.
+type Key = [u8; 32];
+type Shards = DashMap<Key, SmallVec<[Stored; 1]>, ahash::RandomState>;
+
+/// Recent arrivals kept inline; a larger `storm.history_size` spills to the heap.
+const INLINE_RECENT: usize = 5;
+
+/// One RR as the index stores it; [`RrState`] is its expanded form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stored {
+    /// `None` when the name is the one [`rr_name`] derives from the fingerprint and
+    /// generation; RRs made by someone else keep theirs.
+    foreign_name: Option<Arc<str>>,
+    resource_version: u64,
+    count: i64,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    /// `i64::MIN` when absent.
+    next_allowed_execution_ms: i64,
+    /// `(arrival ms, count)`; count 0 when no storm was detected.
+    detected: (i64, i64),
+    recent: SmallVec<[i64; INLINE_RECENT]>,
+    /// `u32::MAX` when absent.
+    generation: u32,
+    flags: u8,
+}
+
+const INITIALISED: u8 = 1;
+const TERMINAL: u8 = 2;
+const MANUAL_REVIEW: u8 = 4;
+
+impl Stored {
+    fn new(fingerprint: &Fingerprint, state: RrState) -> Stored {
+        let derived = state
+            .generation
+            .is_some_and(|g| *state.name == rr_name(fingerprint, g));
+        let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+        Stored {
+            foreign_name: (!derived).then_some(state.name),
+            resource_version: state.resource_version,
+            count: state.history.count,
+            first_seen_ms: state.first_seen.as_millisecond(),
+            last_seen_ms: state.last_seen.as_millisecond(),
+            next_allowed_execution_ms: state
+                .next_allowed_execution
+                .map_or(i64::MIN, |t| t.as_millisecond()),
+            detected: state.history.detected.unwrap_or((0, 0)),
+            recent: SmallVec::from_vec(state.history.recent),
+            generation: state.generation.unwrap_or(u32::MAX),
+            flags: flag(state.initialised, INITIALISED)
+                | flag(state.terminal, TERMINAL)
+                | flag(state.manual_review, MANUAL_REVIEW),
+        }
+    }
+
+    fn generation(&self) -> Option<u32> {
+        (self.generation != u32::MAX).then_some(self.generation)
+    }
+
+    fn is(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn has_name(&self, fingerprint: &Fingerprint, name: &str) -> bool {
+        match (&self.foreign_name, self.generation()) {
+            (Some(own), _) => &**own == name,
+            (None, Some(generation)) => rr_name(fingerprint, generation) == name,
+            (None, None) => false,
+        }
+    }
+
+    fn is_active(&self, now_ms: i64) -> bool {
+        !self.is(TERMINAL) || self.is(MANUAL_REVIEW) || self.next_allowed_execution_ms > now_ms
+    }
+
+    fn expand(&self, fingerprint: &Fingerprint) -> RrState {
+        let time = |ms: i64| Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH);
+        let generation = self.generation();
+        RrState {
+            name: match (&self.foreign_name, generation) {
+                (Some(name), _) => name.clone(),
+                (None, generation) => rr_name(fingerprint, generation.unwrap_or_default()).into(),
+            },
+            generation,
+            resource_version: self.resource_version,
+            history: History {
+                count: self.count,
+                recent: self.recent.to_vec(),
+                detected: (self.detected.1 != 0).then_some(self.detected),
+            },
+            initialised: self.is(INITIALISED),
+            first_seen: time(self.first_seen_ms),
+            last_seen: time(self.last_seen_ms),
+            terminal: self.is(TERMINAL),
+            manual_review: self.is(MANUAL_REVIEW),
+            next_allowed_execution: (self.next_allowed_execution_ms != i64::MIN)
+                .then(|| time(self.next_allowed_execution_ms)),
+        }
+    }
+}
 
 /// What the index keeps of one RR.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,29 +233,30 @@ impl Index {
     /// The active RR of a fingerprint, if any.
     pub fn active(&self, fingerprint: &Fingerprint, now: Timestamp) -> Option<RrState> {
         let live = self.live.load();
-        let rrs = live.get(fingerprint)?;
+        let rrs = live.get(&fingerprint.to_bytes())?;
+        let now_ms = now.as_millisecond();
         rrs.iter()
-            .filter(|rr| rr.is_active(now))
-            .max_by_key(|rr| rr.generation)
-            .cloned()
+            .filter(|rr| rr.is_active(now_ms))
+            .max_by_key(|rr| rr.generation())
+            .map(|rr| rr.expand(fingerprint))
     }
 
     /// The `resourceVersion` the index holds for one RR.
     pub fn resource_version(&self, fingerprint: &Fingerprint, name: &str) -> Option<u64> {
         let live = self.live.load();
-        let rrs = live.get(fingerprint)?;
+        let rrs = live.get(&fingerprint.to_bytes())?;
         rrs.iter()
-            .find(|rr| &*rr.name == name)
+            .find(|rr| rr.has_name(fingerprint, name))
             .map(|rr| rr.resource_version)
     }
 
     /// The generation the next RR of this fingerprint gets.
     pub fn next_generation(&self, fingerprint: &Fingerprint) -> u32 {
         let live = self.live.load();
-        live.get(fingerprint).map_or(0, |rrs| {
+        live.get(&fingerprint.to_bytes()).map_or(0, |rrs| {
             let known = rrs
                 .iter()
-                .filter_map(|rr| rr.generation)
+                .filter_map(Stored::generation)
                 .max()
                 .map_or(0, |g| g + 1);
             known.max(u32::try_from(rrs.len()).unwrap_or(u32::MAX))
@@ -170,12 +277,13 @@ impl Index {
 
     /// Drops an RR deleted on the watch (or found missing by a write).
     pub fn remove(&self, fingerprint: &Fingerprint, name: &str) {
+        let key = fingerprint.to_bytes();
         for shards in [Some(self.live.load_full()), self.relist.load_full()]
             .into_iter()
             .flatten()
         {
-            shards.remove_if_mut(fingerprint, |_, rrs| {
-                rrs.retain(|rr| &*rr.name != name);
+            shards.remove_if_mut(&key, |_, rrs| {
+                rrs.retain(|rr| !rr.has_name(fingerprint, name));
                 rrs.is_empty()
             });
         }
@@ -228,11 +336,14 @@ impl Index {
 }
 
 fn upsert(shards: &Shards, fingerprint: Fingerprint, state: RrState) {
-    let mut rrs = shards.entry(fingerprint).or_default();
-    match rrs.iter_mut().find(|rr| rr.name == state.name) {
+    let mut rrs = shards.entry(fingerprint.to_bytes()).or_default();
+    match rrs
+        .iter_mut()
+        .find(|rr| rr.has_name(&fingerprint, &state.name))
+    {
         Some(existing) if existing.resource_version >= state.resource_version => {}
-        Some(existing) => *existing = state,
-        None => rrs.push(state),
+        Some(existing) => *existing = Stored::new(&fingerprint, state),
+        None => rrs.push(Stored::new(&fingerprint, state)),
     }
 }
 
@@ -251,4 +362,90 @@ pub fn rr_name(fingerprint: &Fingerprint, generation: u32) -> String {
         &fingerprint.as_str()[..12],
         hex::encode(&digest[..4])
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::k8s::types::{
+        DeduplicationStatus, RemediationRequestSpec, RemediationRequestStatus, ResourceRef,
+        SignalSource, SignalType, TargetType,
+    };
+
+    fn rr(name: &str, generation: Option<u32>, rv: u64, recent: Vec<i64>) -> RemediationRequest {
+        let fingerprint = Fingerprint::of(None, "ns", "Pod", "a");
+        let at = Time(Timestamp::from_second(1_772_366_400).unwrap());
+        let spec = RemediationRequestSpec {
+            signal_fingerprint: fingerprint.to_string(),
+            signal_name: "A".into(),
+            severity: "critical".into(),
+            signal_type: SignalType::Alert,
+            signal_source: SignalSource::Prometheus,
+            target_type: TargetType::Kubernetes,
+            target_resource: ResourceRef {
+                kind: "Pod".into(),
+                name: "a".into(),
+                namespace: Some("ns".into()),
+                api_version: None,
+            },
+            cluster_id: None,
+            firing_time: at.clone(),
+            received_time: at.clone(),
+            signal_labels: None,
+            signal_annotations: None,
+            original_payload: None,
+        };
+        let mut rr = RemediationRequest::new(name, spec);
+        rr.metadata.resource_version = Some(rv.to_string());
+        rr.metadata.labels =
+            generation.map(|g| [(GENERATION_LABEL.to_string(), g.to_string())].into());
+        rr.status = Some(RemediationRequestStatus {
+            deduplication: Some(DeduplicationStatus {
+                occurrence_count: recent.len() as i64,
+                first_seen_at: at.clone(),
+                last_seen_at: at.clone(),
+                recent_occurrences: recent,
+                storm_detected_at: Some(at),
+                storm_detected_count: Some(3),
+            }),
+            ..RemediationRequestStatus::default()
+        });
+        rr
+    }
+
+    #[test]
+    fn entries_expand_to_what_was_applied() {
+        let fingerprint = Fingerprint::of(None, "ns", "Pod", "a");
+        let index = Index::new();
+        let derived = rr(&rr_name(&fingerprint, 0), Some(0), 5, (1..=8).collect());
+        index.apply(&derived);
+        let (_, expected) = RrState::from_rr(&derived).unwrap();
+        let now = Timestamp::from_second(1_772_366_400).unwrap();
+        assert_eq!(index.active(&fingerprint, now), Some(expected));
+        assert_eq!(
+            index.resource_version(&fingerprint, &derived.metadata.name.unwrap()),
+            Some(5)
+        );
+
+        let foreign = rr("made-by-hand", Some(1), 9, vec![1, 2]);
+        index.apply(&foreign);
+        let (_, expected) = RrState::from_rr(&foreign).unwrap();
+        assert_eq!(index.active(&fingerprint, now), Some(expected));
+        assert_eq!(index.next_generation(&fingerprint), 2);
+        index.remove(&fingerprint, "made-by-hand");
+        assert_eq!(index.active(&fingerprint, now).unwrap().generation, Some(0));
+    }
+
+    #[test]
+    fn an_older_version_never_replaces_a_newer_one() {
+        let fingerprint = Fingerprint::of(None, "ns", "Pod", "a");
+        let index = Index::new();
+        let name = rr_name(&fingerprint, 0);
+        index.apply(&rr(&name, Some(0), 7, vec![1, 2, 3]));
+        index.apply(&rr(&name, Some(0), 6, vec![1]));
+        assert_eq!(index.resource_version(&fingerprint, &name), Some(7));
+    }
 }
