@@ -1314,6 +1314,45 @@ async fn batch_with_one_internal_error_is_500() {
     assert_eq!(detail, "Internal server error");
 }
 
+/// A body that stalls past `api.read_timeout` is answered 503 with `Retry-After`, never 408:
+/// Alertmanager drops 4xx for good, and a resend can succeed.
+#[tokio::test]
+async fn a_stalled_body_is_503_with_retry_after() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = ApiConfig {
+        read_timeout: Duration::from_millis(300),
+        ..ApiConfig::default()
+    };
+    let gw = Gateway::start_with(
+        FakeProcessor::default(),
+        config,
+        Arc::new(ManualClock::new(now())),
+    )
+    .await;
+    let address = gw.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = "POST /api/v1/signals/prometheus HTTP/1.1\r\nHost: gateway\r\n\
+                Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"alerts\":";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&response).contains("\r\n\r\n{") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&chunk[..n]);
+        }
+    });
+    read.await.expect("an answer, not a hang");
+    let text = String::from_utf8_lossy(&response).to_lowercase();
+    assert!(text.starts_with("http/1.1 503"), "{text}");
+    assert!(text.contains("retry-after: 1"), "{text}");
+    assert!(text.contains("application/problem+json"), "{text}");
+    assert!(gw.processor.seen().is_empty(), "nothing was recorded");
+}
+
 #[tokio::test]
 async fn in_flight_limit_answers_503_never_429() {
     let gate = Arc::new(Gate::new());

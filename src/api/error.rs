@@ -91,13 +91,11 @@ impl ApiError {
                 "method-not-allowed",
                 "Method Not Allowed",
             ),
-            ApiError::BodyTimeout => (
-                StatusCode::REQUEST_TIMEOUT,
-                "request-timeout",
-                "Request Timeout",
-            ),
             ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad Request"),
-            ApiError::Overloaded
+            // A stalled body is answered 503, not 408: Alertmanager drops every 4xx for good,
+            // and a resend over a healthy connection can succeed.
+            ApiError::BodyTimeout
+            | ApiError::Overloaded
             | ApiError::ShuttingDown
             | ApiError::Process(ProcessError::Unavailable(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
