@@ -1,6 +1,8 @@
 //! A small circuit breaker for Kubernetes calls: after `failures` consecutive calls that found
-//! the API unreachable or too slow, calls fail fast (503) for `cooldown`, then one probe is
-//! let through. It keeps a dead apiserver from holding every in-flight slot for a deadline.
+//! the API unreachable or too slow, calls fail fast (503) for `cooldown`; then exactly one
+//! probe is let through (half-open) and its result decides: success closes the breaker, failure
+//! opens it for another cooldown. It keeps a dead apiserver from holding every in-flight slot
+//! for a deadline, and a recovering one from being hit by every waiting call at once.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,6 +22,9 @@ pub struct Breaker {
 struct State {
     consecutive_failures: u32,
     open_until: Option<Instant>,
+    /// While half-open: until when the probe let through owns the breaker. A probe whose
+    /// result never comes (its caller went away) frees the slot after one more cooldown.
+    probe_until: Option<Instant>,
 }
 
 impl Breaker {
@@ -30,6 +35,7 @@ impl Breaker {
             state: Mutex::new(State {
                 consecutive_failures: 0,
                 open_until: None,
+                probe_until: None,
             }),
             failures,
             cooldown,
@@ -37,32 +43,42 @@ impl Breaker {
         }
     }
 
-    /// Whether a call may go out now. While open, false until the cooldown ends; then calls
-    /// go out again and the first result decides.
+    /// Whether a call may go out now: always while closed; never while open; once the
+    /// cooldown ended, to a single probe at a time.
     pub fn allow(&self) -> bool {
-        let Ok(state) = self.state.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return true;
         };
-        state.open_until.is_none_or(|until| Instant::now() >= until)
+        let Some(until) = state.open_until else {
+            return true;
+        };
+        let now = Instant::now();
+        if now < until || state.probe_until.is_some_and(|probe| now < probe) {
+            return false;
+        }
+        state.probe_until = Some(now + self.cooldown.max(Duration::from_millis(1)));
+        true
     }
 
-    /// Records a call's result.
-    pub fn record(&self, healthy: bool) {
+    /// Records a call's result; returns whether the breaker is open afterwards.
+    pub fn record(&self, healthy: bool) -> bool {
         let Ok(mut state) = self.state.lock() else {
-            return;
+            return false;
         };
         if healthy {
             if state.open_until.take().is_some() {
                 self.gauge.set(0.0);
             }
+            state.probe_until = None;
             state.consecutive_failures = 0;
-        } else {
-            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-            if state.consecutive_failures >= self.failures {
-                state.open_until = Some(Instant::now() + self.cooldown);
-                self.gauge.set(1.0);
-            }
+            return false;
         }
+        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+        if state.probe_until.take().is_some() || state.consecutive_failures >= self.failures {
+            state.open_until = Some(Instant::now() + self.cooldown);
+            self.gauge.set(1.0);
+        }
+        state.open_until.is_some()
     }
 }
 
@@ -96,5 +112,33 @@ mod tests {
         let breaker = Breaker::new(1, Duration::ZERO, metrics::Gauge::noop());
         breaker.record(false);
         assert!(breaker.allow());
+    }
+
+    #[test]
+    fn half_open_lets_exactly_one_probe_through() {
+        let breaker = Breaker::new(1, Duration::from_millis(50), metrics::Gauge::noop());
+        assert!(breaker.record(false), "open");
+        assert!(!breaker.allow());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(breaker.allow(), "the probe");
+        assert!(!breaker.allow(), "nobody else while the probe is out");
+        assert!(!breaker.allow());
+        assert!(breaker.record(false), "a failed probe opens it again");
+        assert!(!breaker.allow());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(breaker.allow(), "the next probe");
+        assert!(!breaker.record(true), "a good probe closes it");
+        assert!(breaker.allow() && breaker.allow(), "closed: everyone goes");
+    }
+
+    #[test]
+    fn a_lost_probe_frees_its_slot_after_a_cooldown() {
+        let breaker = Breaker::new(1, Duration::from_millis(30), metrics::Gauge::noop());
+        breaker.record(false);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow(), "a probe whose result never comes");
+        assert!(!breaker.allow());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow(), "another probe after one more cooldown");
     }
 }

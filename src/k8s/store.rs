@@ -205,8 +205,9 @@ impl KubeStore {
             result,
             Err(StoreError::Timeout(_) | StoreError::Unavailable(_))
         );
-        self.breaker.record(healthy);
-        self.health.set_kube_reachable(healthy);
+        // Readiness follows the breaker, not each call: an isolated timeout (one slow write in
+        // a brownout) must not take every replica out of its Service at once.
+        self.health.set_breaker_open(self.breaker.record(healthy));
         result
     }
 }
