@@ -2,114 +2,48 @@
 //! fingerprint this run sent, the RRs carrying it must add up to the signals accepted for it,
 //! and the counts returned for each RR must be exactly `1..=occurrenceCount`, each once.
 //!
-//! The comparison is pure (`compare`); `fetch_rrs` lists the RRs through the Kubernetes API
-//! and `converge` repeats both until they agree or a deadline passes, because a new RR's
-//! `status.deduplication` is written just after its 201 (the create answers first).
+//! The comparison is pure ([`compare`]); [`converge`] lists the RRs (the gateway's own typed
+//! `RemediationRequest`) and repeats until they agree or a deadline passes, because a new RR's
+//! `status.deduplication` is written just after its 201. [`storm_staleness`] measures how long
+//! the storm blocks take to catch up with the deduplication history.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use gateway::k8s::types::{RemediationRequest, RemediationRequestStatus};
+use kube::api::{Api, ListParams};
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::recorder::FingerprintAccount;
+use crate::results::Account;
 
-/// The RR API resource.
-pub fn rr_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kubernaut.ai", "v1alpha1", "RemediationRequest"),
-        "remediationrequests",
-    )
+/// The check's result, as the report carries it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum CountCheck {
+    /// Compared; see `mismatches`.
+    Done(Counts),
+    /// Not compared, and why (no Kubernetes access): does not fail the run.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// The RRs could not be listed: fails the run.
+    Failed {
+        /// Why.
+        reason: String,
+    },
 }
 
-/// What the check needs of one RR.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RrState {
-    /// `metadata.name`.
-    pub name: String,
-    /// `spec.signalFingerprint`.
-    pub fingerprint: String,
-    /// `status.deduplication.occurrenceCount`, when written. An RR whose status the gateway
-    /// has not initialised (the background write after the create failed or is pending) has
-    /// had exactly its first occurrence: it counts as 1.
-    pub count: Option<u64>,
-    /// `status.stormAggregation.isPartOfStorm`.
-    pub storm: bool,
-    /// The deduplication history says the RR is in a storm, but `status.stormAggregation`
-    /// does not (yet) show the values that history implies.
-    pub storm_behind: bool,
-}
-
-impl RrState {
-    /// Reads an RR as returned by the API; `None` when it has no fingerprint.
-    pub fn from_object(o: &DynamicObject) -> Option<Self> {
-        let fingerprint = o
-            .data
-            .pointer("/spec/signalFingerprint")
-            .and_then(Value::as_str)?
-            .to_owned();
-        Some(RrState {
-            name: o.metadata.name.clone().unwrap_or_default(),
-            fingerprint,
-            count: o
-                .data
-                .pointer("/status/deduplication/occurrenceCount")
-                .and_then(Value::as_u64),
-            storm: o
-                .data
-                .pointer("/status/stormAggregation/isPartOfStorm")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            storm_behind: storm_behind(&o.data),
-        })
+impl Default for CountCheck {
+    fn default() -> Self {
+        let reason = "not run".into();
+        CountCheck::Skipped { reason }
     }
 }
 
-/// Whether an RR's storm block lags its deduplication history: once the history records the
-/// crossing (`stormDetectedCount`), `aggregatedCount` must be `occurrenceCount -
-/// stormDetectedCount + 1`.
-fn storm_behind(data: &Value) -> bool {
-    let count = data
-        .pointer("/status/deduplication/occurrenceCount")
-        .and_then(Value::as_i64);
-    let detected = data
-        .pointer("/status/deduplication/stormDetectedCount")
-        .and_then(Value::as_i64);
-    let aggregated = data
-        .pointer("/status/stormAggregation/aggregatedCount")
-        .and_then(Value::as_i64);
-    match (count, detected) {
-        (Some(count), Some(detected)) => aggregated != Some(count - detected + 1),
-        _ => false,
-    }
-}
-
-/// Storm-status staleness: from `since` (the end of the load) until no RR's storm block lags
-/// its deduplication history, polled every 20 ms; `None` if that did not happen within
-/// `deadline`.
-pub async fn storm_staleness(
-    client: &kube::Client,
-    namespace: &str,
-    since: tokio::time::Instant,
-    deadline: Duration,
-) -> anyhow::Result<Option<Duration>> {
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        let rrs = fetch_rrs(client, namespace).await?;
-        if !rrs.iter().any(|r| r.storm_behind) {
-            return Ok(Some(since.elapsed()));
-        }
-        if tokio::time::Instant::now() >= until {
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Result of the check.
+/// What the comparison found.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct CountCheck {
+pub struct Counts {
     /// Fingerprints compared.
     pub fingerprints: u64,
     /// Fingerprints not compared because some of their signals failed.
@@ -126,32 +60,61 @@ pub struct CountCheck {
     pub examples: Vec<String>,
 }
 
-impl CountCheck {
+impl Counts {
     fn mismatch(&mut self, what: String) {
         self.mismatches += 1;
         if self.examples.len() < 10 {
             self.examples.push(what);
         }
     }
-
-    /// True when everything agreed.
-    pub fn passed(&self) -> bool {
-        self.mismatches == 0
-    }
 }
 
-/// Compares what the gateway reported per fingerprint with the RRs in the cluster.
+/// `status.deduplication.occurrenceCount`, when written. An RR whose status the gateway has not
+/// initialised (the write after the create failed or is pending) has had exactly its first
+/// occurrence: callers count it as 1.
+fn count(rr: &RemediationRequest) -> Option<u64> {
+    let dedup = rr.status.as_ref()?.deduplication.as_ref()?;
+    u64::try_from(dedup.occurrence_count).ok()
+}
+
+fn in_storm(rr: &RemediationRequest) -> bool {
+    let storm = rr
+        .status
+        .as_ref()
+        .and_then(|s| s.storm_aggregation.as_ref());
+    storm.is_some_and(|s| s.is_part_of_storm)
+}
+
+/// Whether an RR's storm block lags its deduplication history: once the history records the
+/// crossing (`stormDetectedCount`), `aggregatedCount` must be `occurrenceCount -
+/// stormDetectedCount + 1`.
+fn storm_behind(status: Option<&RemediationRequestStatus>) -> bool {
+    let Some(dedup) = status.and_then(|s| s.deduplication.as_ref()) else {
+        return false;
+    };
+    let aggregated = status
+        .and_then(|s| s.storm_aggregation.as_ref())
+        .map(|s| s.aggregated_count);
+    dedup
+        .storm_detected_count
+        .is_some_and(|detected| aggregated != Some(dedup.occurrence_count - detected + 1))
+}
+
+/// Compares what the sink reported per fingerprint index with the RRs in the cluster.
 /// `fingerprint_of` maps a fingerprint index to its hex fingerprint.
 pub fn compare(
-    accounts: &HashMap<u32, FingerprintAccount>,
+    accounts: &HashMap<u32, Account>,
     fingerprint_of: impl Fn(u32) -> String,
-    rrs: &[RrState],
-) -> CountCheck {
-    let mut by_fp: HashMap<&str, Vec<&RrState>> = HashMap::new();
+    rrs: &[RemediationRequest],
+) -> Counts {
+    let mut by_fp: HashMap<&str, Vec<&RemediationRequest>> = HashMap::new();
     for rr in rrs {
-        by_fp.entry(rr.fingerprint.as_str()).or_default().push(rr);
+        by_fp
+            .entry(&rr.spec.signal_fingerprint)
+            .or_default()
+            .push(rr);
     }
-    let mut check = CountCheck::default();
+    let mut check = Counts::default();
     let mut fps: Vec<_> = accounts.iter().collect();
     fps.sort_by_key(|(fp, _)| **fp);
     for (&idx, account) in fps {
@@ -171,21 +134,17 @@ pub fn compare(
             .map(Vec::as_slice)
             .unwrap_or_default();
         check.rrs += found.len() as u64;
-        check.rrs_in_storm += found.iter().filter(|r| r.storm).count() as u64;
-        if found.len() > 1 {
-            check.fingerprints_with_several_rrs += 1;
-        }
-        let total: u64 = found.iter().map(|r| r.count.unwrap_or(1)).sum();
+        check.rrs_in_storm += found.iter().filter(|r| in_storm(r)).count() as u64;
+        check.fingerprints_with_several_rrs += u64::from(found.len() > 1);
+        let named: BTreeMap<&str, Option<u64>> = found
+            .iter()
+            .map(|r| (r.metadata.name.as_deref().unwrap_or_default(), count(r)))
+            .collect();
+        let total: u64 = named.values().map(|c| c.unwrap_or(1)).sum();
         if total != account.accepted {
-            let names: Vec<String> = found
+            let names: Vec<String> = named
                 .iter()
-                .map(|r| {
-                    format!(
-                        "{}={}",
-                        r.name,
-                        r.count.map_or("unset".into(), |c| c.to_string())
-                    )
-                })
+                .map(|(name, c)| format!("{name}={}", c.map_or("unset".into(), |c| c.to_string())))
                 .collect();
             check.mismatch(format!(
                 "fingerprint #{idx} {}: {} accepted, RRs count {total} [{}]",
@@ -200,8 +159,6 @@ pub fn compare(
                 account.unattributed
             ));
         }
-        let named: BTreeMap<&str, Option<u64>> =
-            found.iter().map(|r| (r.name.as_str(), r.count)).collect();
         for (rr, counts) in &account.counts {
             let Some(&final_count) = named.get(rr.as_str()) else {
                 check.mismatch(format!("RR {rr} was reported but is not in the cluster"));
@@ -221,7 +178,7 @@ pub fn compare(
 /// Names what is wrong with the counts reported for one RR.
 fn describe_counts(rr: &str, sorted: &[u64], final_count: u64) -> String {
     let repeated = sorted.windows(2).filter(|w| w[0] == w[1]).count();
-    let present: std::collections::BTreeSet<u64> = sorted.iter().copied().collect();
+    let present: BTreeSet<u64> = sorted.iter().copied().collect();
     let missing = (1..=final_count).filter(|n| !present.contains(n)).count();
     let beyond = sorted
         .iter()
@@ -237,64 +194,105 @@ fn describe_counts(rr: &str, sorted: &[u64], final_count: u64) -> String {
 pub async fn fetch_rrs(
     client: &kube::Client,
     namespace: &str,
-) -> Result<Vec<RrState>, kube::Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &rr_resource());
+) -> Result<Vec<RemediationRequest>, kube::Error> {
+    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), namespace);
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
+    let mut lp = ListParams::default().limit(500);
     // Bounded: each page advances the continue token, and the API ends the list.
     loop {
-        let mut lp = ListParams::default().limit(500);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
         let page = api.list(&lp).await?;
-        out.extend(page.items.iter().filter_map(RrState::from_object));
+        out.extend(page.items);
         match page.metadata.continue_ {
-            Some(t) if !t.is_empty() => token = Some(t),
+            Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
             _ => return Ok(out),
         }
     }
 }
 
-/// Lists and compares until the check passes or `deadline` elapses; returns the last result.
+/// Lists and compares until the check passes or `deadline` elapses; the last result.
 pub async fn converge(
     client: &kube::Client,
     namespace: &str,
-    accounts: &HashMap<u32, FingerprintAccount>,
+    accounts: &HashMap<u32, Account>,
     fingerprint_of: impl Fn(u32) -> String,
     deadline: Duration,
-) -> anyhow::Result<CountCheck> {
+) -> CountCheck {
     let until = tokio::time::Instant::now() + deadline;
     loop {
-        let rrs = fetch_rrs(client, namespace).await?;
-        let check = compare(accounts, &fingerprint_of, &rrs);
-        if check.passed() || tokio::time::Instant::now() >= until {
-            return Ok(check);
+        let rrs = match fetch_rrs(client, namespace).await {
+            Ok(rrs) => rrs,
+            Err(e) => {
+                let reason = format!("listing RRs: {e}");
+                return CountCheck::Failed { reason };
+            }
+        };
+        let counts = compare(accounts, &fingerprint_of, &rrs);
+        if counts.mismatches == 0 || tokio::time::Instant::now() >= until {
+            return CountCheck::Done(counts);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
+/// Storm-status staleness: from `since` (the end of the load) until no RR's storm block lags
+/// its deduplication history, polled every 20 ms; `None` if that did not happen within
+/// `deadline` (or the RRs could not be listed).
+pub async fn storm_staleness(
+    client: &kube::Client,
+    namespace: &str,
+    since: tokio::time::Instant,
+    deadline: Duration,
+) -> Option<Duration> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let rrs = fetch_rrs(client, namespace).await.ok()?;
+        if !rrs.iter().any(|r| storm_behind(r.status.as_ref())) {
+            return Some(since.elapsed());
+        }
+        if tokio::time::Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
     fn fp(i: u32) -> String {
         format!("{i:064x}")
     }
 
-    fn rr(name: &str, i: u32, count: Option<u64>) -> RrState {
-        RrState {
-            name: name.into(),
-            fingerprint: fp(i),
-            count,
-            storm: false,
-            storm_behind: false,
-        }
+    /// An RR as the API returns it, with `status` as given.
+    fn rr_with(name: &str, fingerprint: &str, status: Value) -> RemediationRequest {
+        let at = "2026-01-01T00:00:00Z";
+        let rr = json!({
+            "apiVersion": "kubernaut.ai/v1alpha1", "kind": "RemediationRequest",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {
+                "signalFingerprint": fingerprint, "signalName": "A", "severity": "critical",
+                "signalType": "alert", "signalSource": "prometheus", "targetType": "kubernetes",
+                "targetResource": {"kind": "Pod", "name": "p"}, "firingTime": at, "receivedTime": at,
+            },
+            "status": status,
+        });
+        serde_json::from_value(rr).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn account(counts: &[(&str, &[u64])]) -> FingerprintAccount {
-        let mut a = FingerprintAccount::default();
+    fn rr(name: &str, i: u32, count: Option<u64>) -> RemediationRequest {
+        let status = match count {
+            Some(c) => json!({"deduplication": {"occurrenceCount": c,
+                "firstSeenAt": "2026-01-01T00:00:00Z", "lastSeenAt": "2026-01-01T00:00:00Z"}}),
+            None => Value::Null,
+        };
+        rr_with(name, &fp(i), status)
+    }
+
+    fn account(counts: &[(&str, &[u64])]) -> Account {
+        let mut a = Account::default();
         for (name, cs) in counts {
             a.accepted += cs.len() as u64;
             a.counts.insert((*name).into(), cs.to_vec());
@@ -308,13 +306,13 @@ mod tests {
             (1, account(&[("rr-1", &[2, 1, 3])])),
             (2, account(&[("rr-2", &[1])])),
         ]);
-        let rrs = vec![
+        let rrs = [
             rr("rr-1", 1, Some(3)),
             rr("rr-2", 2, Some(1)),
             rr("other", 9, Some(4)),
         ];
         let c = compare(&accounts, fp, &rrs);
-        assert!(c.passed(), "{c:?}");
+        assert_eq!(c.mismatches, 0, "{c:?}");
         assert_eq!(c.fingerprints, 2);
         assert_eq!(c.rrs, 2);
     }
@@ -347,63 +345,55 @@ mod tests {
         failed.failed = 1;
         let accounts = HashMap::from([(1, failed), (2, account(&[("rr-2", &[1])]))]);
         // RR 1 counted the failed signal too (3); RR 2 is exact.
-        let c = compare(
-            &accounts,
-            fp,
-            &[rr("rr-1", 1, Some(3)), rr("rr-2", 2, Some(1))],
-        );
-        assert!(c.passed(), "{c:?}");
+        let rrs = [rr("rr-1", 1, Some(3)), rr("rr-2", 2, Some(1))];
+        let c = compare(&accounts, fp, &rrs);
+        assert_eq!(c.mismatches, 0, "{c:?}");
         assert_eq!((c.fingerprints, c.fingerprints_skipped), (1, 1));
     }
 
     #[test]
     fn several_rrs_sum_up() {
         let accounts = HashMap::from([(1, account(&[("rr-a", &[1, 2]), ("rr-b", &[1])]))]);
-        let c = compare(
-            &accounts,
-            fp,
-            &[rr("rr-a", 1, Some(2)), rr("rr-b", 1, Some(1))],
-        );
-        assert!(c.passed(), "{c:?}");
+        let rrs = [rr("rr-a", 1, Some(2)), rr("rr-b", 1, Some(1))];
+        let c = compare(&accounts, fp, &rrs);
+        assert_eq!(c.mismatches, 0, "{c:?}");
         assert_eq!(c.fingerprints_with_several_rrs, 1);
     }
 
     #[test]
-    fn reads_dynamic_objects() {
-        let o: DynamicObject = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kubernaut.ai/v1alpha1", "kind": "RemediationRequest",
-            "metadata": {"name": "rr-x", "namespace": "ns"},
-            "spec": {"signalFingerprint": fp(5)},
-            "status": {"deduplication": {"occurrenceCount": 7}, "stormAggregation": {"isPartOfStorm": true}}
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            RrState::from_object(&o),
-            Some(RrState {
-                name: "rr-x".into(),
-                fingerprint: fp(5),
-                count: Some(7),
-                storm: true,
-                storm_behind: false,
-            })
-        );
+    fn reads_typed_rrs() {
+        let status = json!({
+            "deduplication": {"occurrenceCount": 7, "firstSeenAt": "2026-01-01T00:00:00Z",
+                "lastSeenAt": "2026-01-01T00:00:00Z"},
+            "stormAggregation": {"isPartOfStorm": true, "aggregatedCount": 1, "windowOccurrences": 7}
+        });
+        let r = rr_with("rr-x", &fp(5), status);
+        assert_eq!(r.spec.signal_fingerprint, fp(5));
+        assert_eq!((count(&r), in_storm(&r)), (Some(7), true));
+        assert!(!storm_behind(r.status.as_ref()));
+        let accounts = HashMap::from([(5, account(&[("rr-x", &[1, 2, 3, 4, 5, 6, 7])]))]);
+        let c = compare(&accounts, fp, &[r]);
+        assert_eq!((c.mismatches, c.rrs_in_storm), (0, 1), "{c:?}");
     }
 
     #[test]
     fn storm_block_lagging_its_history_is_behind() {
-        let status = |aggregated: i64| {
-            serde_json::json!({"status": {
-                "deduplication": {"occurrenceCount": 9, "stormDetectedCount": 5},
-                "stormAggregation": {"aggregatedCount": aggregated}
-            }})
+        let status = |storm: Option<i64>, detected: Option<i64>| {
+            let mut dedup = json!({"occurrenceCount": 9, "firstSeenAt": "2026-01-01T00:00:00Z",
+                "lastSeenAt": "2026-01-01T00:00:00Z"});
+            if let Some(d) = detected {
+                dedup["stormDetectedCount"] = d.into();
+            }
+            let mut s = json!({"deduplication": dedup});
+            if let Some(a) = storm {
+                s["stormAggregation"] =
+                    json!({"isPartOfStorm": true, "aggregatedCount": a, "windowOccurrences": 1});
+            }
+            rr_with("rr", &fp(1), s).status
         };
-        assert!(!storm_behind(&status(5)));
-        assert!(storm_behind(&status(4)));
-        assert!(storm_behind(
-            &serde_json::json!({"status": {"deduplication": {"occurrenceCount": 9, "stormDetectedCount": 5}}})
-        ));
-        assert!(!storm_behind(
-            &serde_json::json!({"status": {"deduplication": {"occurrenceCount": 9}}})
-        ));
+        assert!(!storm_behind(status(Some(5), Some(5)).as_ref()));
+        assert!(storm_behind(status(Some(4), Some(5)).as_ref()));
+        assert!(storm_behind(status(None, Some(5)).as_ref()));
+        assert!(!storm_behind(status(None, None).as_ref()));
     }
 }

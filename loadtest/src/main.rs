@@ -1,37 +1,38 @@
 //! `gateway-loadtest`: an open-loop, constant-arrival-rate load generator for the gateway's
 //! HTTP API, with a report of latency per outcome (measured from each request's due time),
-//! Kubernetes writes per signal, an exact-count check against the RRs, gateway memory, and a
-//! floor mode that issues the same Kubernetes writes directly. See README.md.
+//! Kubernetes writes per signal, an exact-count check against the RRs, gateway and
+//! control-plane memory and CPU, and a floor mode that issues the same Kubernetes writes
+//! directly. It reuses the gateway crate for every fact it shares with it: metric names, RR
+//! types, the adapters and the RR builder, the fingerprint, durations, `/proc` figures.
+//! See README.md.
 //!
 //! # Layout
-//! - `cli`: options and the resolved `Scenario`.
+//! - `cli`: the options as given.
+//! - `scenario`: the scenario resolved from them, and the seeded request mix of each stream.
+//! - `payload`: the wire bodies, and the names and fingerprints they carry.
 //! - `schedule`: due times and the open-loop driver.
-//! - `scenario`: the request mix (seeded) and the wire bodies.
-//! - `http_sink`: the gateway client (hyper-util pooled, keep-alive).
-//! - `floor`: the same Kubernetes writes, issued directly.
-//! - `outcome`: classifying responses per request and per signal.
-//! - `recorder`: histograms and per-fingerprint accounting.
-//! - `load`: one phase — streams driven against a sink.
-//! - `check`: the exact-count check against the RRs.
-//! - `promtext`: reading counters from `/metrics`.
-//! - `stack`: self-start (control plane, gateway processes, their memory).
-//! - `report`: the table and the JSON.
+//! - `load`: one phase — every stream driven against a sink.
+//! - `gateway_api`: the gateway sink (HTTP client) and reading its answers.
+//! - `floor`: the floor sink — the gateway's Kubernetes writes, issued directly.
+//! - `results`: the one results model of a phase, and the verdict.
+//! - `check`: the exact-count check and storm staleness, against the RRs.
+//! - `scrape`: what the gateways' `/metrics` say about a phase.
+//! - `stack`: self-start (control plane, gateway processes) and their process figures.
+//! - `report`: the phases as a table and as JSON.
 //! - `app`: the run from set-up to report.
 
 mod app;
 mod check;
 mod cli;
-#[cfg(test)]
-mod fake_gateway;
 mod floor;
-mod http_sink;
+mod gateway_api;
 mod load;
-mod outcome;
-mod promtext;
-mod recorder;
+mod payload;
 mod report;
+mod results;
 mod scenario;
 mod schedule;
+mod scrape;
 mod stack;
 
 use std::process::ExitCode;
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    print!("{}", report.render());
+    print!("{report}");
     if let Some(path) = json {
         let written = serde_json::to_vec_pretty(&report)
             .map_err(anyhow::Error::from)

@@ -31,7 +31,7 @@ pub fn ticks_in(span: Duration, rate: f64) -> u64 {
 }
 
 /// One stream of the schedule.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct StreamClock {
     /// Requests per second.
     pub rate: f64,
