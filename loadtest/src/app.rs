@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use gateway::config::KubernetesConfig;
+use gateway::k8s::types::RemediationRequest as Rr;
 use gateway_envtest::ControlPlane;
+use kube::Api;
 use tokio::time::Instant;
 
 use crate::check::{self, CountCheck};
@@ -14,6 +16,7 @@ use crate::cli::Args;
 use crate::floor::FloorSink;
 use crate::gateway_api::{GatewaySink, HttpClient, http_client, loopback_base};
 use crate::load::{Sink, run_phase};
+use crate::payload::Naming;
 use crate::report::Report;
 use crate::results::{Phase, Writes};
 use crate::scenario::Scenario;
@@ -24,7 +27,7 @@ use crate::stack::{self, GatewayProcess, Meter};
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The processes and clients a run works with.
-struct Environment {
+struct Env {
     /// Set in self-start mode; stops on drop.
     control_plane: Option<ControlPlane>,
     /// Self-started gateways; killed on drop.
@@ -36,9 +39,11 @@ struct Environment {
     /// A client built as the gateway builds its own (`gateway::k8s::connect`: the client's
     /// own retries off), for the count check and the floor.
     kube: Option<kube::Client>,
+    /// How long the count check may wait for RR statuses to catch up.
+    check_timeout: Duration,
 }
 
-impl Environment {
+impl Env {
     fn label(&self) -> &'static str {
         match self.control_plane {
             Some(_) => "self-start",
@@ -56,6 +61,13 @@ impl Environment {
             "kube-apiserver, etcd; /proc, during the load",
             pids.unwrap_or_default(),
         )
+    }
+
+    /// The RRs in `ns`, when there is Kubernetes access.
+    fn rrs(&self, ns: &str) -> Option<Api<Rr>> {
+        self.kube
+            .as_ref()
+            .map(|client| Api::namespaced(client.clone(), ns))
     }
 
     /// Stops the self-started gateways, giving each `STOP_GRACE` to drain.
@@ -83,27 +95,29 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     if args.floor || args.compare {
         phases.push(floor_phase(&args, &scenario, &mut env).await?);
     }
+    let label = env.label();
     env.stop_gateways().await;
     if let Some(cp) = env.control_plane.take() {
         cp.shutdown().await.context("stopping the control plane")?;
     }
-    Ok(Report::new(scenario, env.label(), phases))
+    Ok(Report::new(scenario, label, phases))
 }
 
 /// Given targets, or a self-started control plane with its gateways (unless only the floor
 /// runs); the Kubernetes client when there is a kubeconfig.
-async fn prepare(args: &Args, http: &HttpClient) -> anyhow::Result<Environment> {
+async fn prepare(args: &Args, http: &HttpClient) -> anyhow::Result<Env> {
     let bases = |urls: &[String]| {
         urls.iter()
             .map(|t| loopback_base(t))
             .collect::<anyhow::Result<_>>()
     };
-    let mut env = Environment {
+    let mut env = Env {
         control_plane: None,
         gateways: Vec::new(),
         targets: bases(&args.targets)?,
         metrics: bases(&args.metrics_targets)?,
         kube: None,
+        check_timeout: args.check_timeout,
     };
     let mut kubeconfig = args.kubeconfig.clone();
     if !args.targets.is_empty() {
@@ -124,8 +138,7 @@ async fn prepare(args: &Args, http: &HttpClient) -> anyhow::Result<Environment> 
             "starting the control plane (etcd on {:?})",
             args.etcd_storage
         );
-        let cp =
-            stack::start_control_plane(args.etcd_storage, &args.namespace, path.clone()).await?;
+        let cp = stack::start_control_plane(args, path.clone()).await?;
         env.control_plane = Some(cp);
         for i in (0..args.replicas as usize).filter(|_| !args.floor) {
             let g = GatewayProcess::start(i, args, &path, http).await?;
@@ -152,63 +165,36 @@ async fn prepare(args: &Args, http: &HttpClient) -> anyhow::Result<Environment> 
     Ok(env)
 }
 
-/// The exact-count check of a phase whose RRs are in `namespace`, unless there is no
-/// Kubernetes access.
-async fn count_check(
-    env: &Environment,
-    namespace: &str,
-    phase: &Phase,
-    naming_suffix: &str,
-    scenario: &Scenario,
-    timeout: Duration,
-) -> CountCheck {
-    let Some(client) = &env.kube else {
-        let reason = "no Kubernetes access (give --kubeconfig)".into();
-        return CountCheck::Skipped { reason };
-    };
-    let naming = scenario.naming(naming_suffix);
-    check::converge(
-        client,
-        namespace,
-        &phase.accounts,
-        |fp| naming.fingerprint(fp),
-        timeout,
-    )
-    .await
+/// The exact-count check of a phase whose RRs are in `ns`, unless there is no Kubernetes
+/// access.
+async fn count_check(env: &Env, ns: &str, phase: &Phase, naming: Naming) -> CountCheck {
+    match env.rrs(ns) {
+        Some(api) => check::converge(&api, phase, &naming, env.check_timeout).await,
+        None => CountCheck::Skipped {
+            reason: "no Kubernetes access (give --kubeconfig)".into(),
+        },
+    }
 }
 
-async fn gateway_phase(
-    args: &Args,
-    scenario: &Scenario,
-    env: &mut Environment,
-    http: &HttpClient,
-) -> Phase {
+async fn gateway_phase(args: &Args, s: &Scenario, env: &mut Env, http: &HttpClient) -> Phase {
     let before = scrape(http, &env.metrics).await;
     let pids = env.gateways.iter().map(|g| g.pid).collect();
     let gateways = Meter::start("/proc/<pid>/status and /proc/<pid>/stat", pids);
     let control_plane = env.control_plane_meter();
-    let (length, targets) = (scenario.length().as_secs_f64(), env.targets.len());
+    let (length, targets) = (s.length().as_secs_f64(), env.targets.len());
     eprintln!("gateway phase: {length:.0}s of load on {targets} target(s)");
-    let naming = Arc::new(scenario.naming(""));
+    let naming = Arc::new(s.naming(""));
     let sink = GatewaySink::new(
         http.clone(),
         env.targets.clone(),
         naming,
         args.request_timeout,
     );
-    let drain = args.request_timeout + Duration::from_secs(5);
-    let mut phase = run_phase(
-        scenario,
-        Arc::new(Sink::Gateway(sink, targets)),
-        args.max_in_flight,
-        drain,
-    )
-    .await;
+    let mut phase = run_phase(s, Sink::Gateway(sink, targets), args).await;
     let load_end = Instant::now();
     phase.control_plane = control_plane.finish();
-    if let Some(client) = &env.kube {
-        let stale =
-            check::storm_staleness(client, &args.namespace, load_end, args.check_timeout).await;
+    if let Some(api) = env.rrs(&args.namespace) {
+        let stale = check::storm_staleness(&api, load_end, args.check_timeout).await;
         phase.storm_staleness_ms = stale.map(|d| d.as_secs_f64() * 1000.0);
     }
     tokio::time::sleep(args.settle.saturating_sub(load_end.elapsed())).await;
@@ -225,28 +211,15 @@ async fn gateway_phase(
     for g in &mut env.gateways {
         if let Some(status) = g.exited() {
             let (api, log) = (&g.api, g.log.display());
-            phase.exited.push(format!(
-                "gateway {api} exited during the run ({status}); see {log}"
-            ));
+            let exit = format!("gateway {api} exited during the run ({status}); see {log}");
+            phase.exited.push(exit);
         }
     }
-    phase.count_check = count_check(
-        env,
-        &args.namespace,
-        &phase,
-        "",
-        scenario,
-        args.check_timeout,
-    )
-    .await;
+    phase.count_check = count_check(env, &args.namespace, &phase, s.naming("")).await;
     phase
 }
 
-async fn floor_phase(
-    args: &Args,
-    scenario: &Scenario,
-    env: &mut Environment,
-) -> anyhow::Result<Phase> {
+async fn floor_phase(args: &Args, s: &Scenario, env: &mut Env) -> anyhow::Result<Phase> {
     // The floor measures the control plane alone: self-started gateways would compete for
     // the CPU (and watch the floor's writes).
     env.stop_gateways().await;
@@ -254,29 +227,18 @@ async fn floor_phase(
         .kube
         .clone()
         .context("the floor needs Kubernetes access")?;
-    let namespace = args.floor_namespace.as_ref().unwrap_or(&args.namespace);
-    stack::ensure_namespace(&client, namespace).await?;
-    let naming = Arc::new(scenario.naming("f"));
-    let sink = FloorSink::new(client, namespace, naming, scenario.pool(), args.k8s_timeout);
-    let length = scenario.length().as_secs_f64();
-    eprintln!("floor phase: {length:.0}s of direct writes into namespace {namespace}");
+    let ns = args.floor_namespace.as_ref().unwrap_or(&args.namespace);
+    stack::ensure_namespace(&client, ns).await?;
+    let naming = Arc::new(s.naming("f"));
+    let sink = FloorSink::new(client, ns, naming, s.pool(), args.k8s_timeout);
+    let length = s.length().as_secs_f64();
+    eprintln!("floor phase: {length:.0}s of direct writes into namespace {ns}");
     let control_plane = env.control_plane_meter();
-    let drain = args.request_timeout + Duration::from_secs(5);
-    let mut phase = run_phase(
-        scenario,
-        Arc::new(Sink::Floor(sink)),
-        args.max_in_flight,
-        drain,
-    )
-    .await;
+    let mut phase = run_phase(s, Sink::Floor(sink), args).await;
     phase.control_plane = control_plane.finish();
     tokio::time::sleep(args.settle).await;
-    phase.writes = Some(Writes::new(
-        "floor client",
-        phase.k8s_writes as f64,
-        phase.signals.sent,
-    ));
-    phase.count_check =
-        count_check(env, namespace, &phase, "f", scenario, args.check_timeout).await;
+    let (writes, signals) = (phase.k8s_writes as f64, phase.signals.sent);
+    phase.writes = Some(Writes::new("floor client", writes, signals));
+    phase.count_check = count_check(env, ns, &phase, s.naming("f")).await;
     Ok(phase)
 }

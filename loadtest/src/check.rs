@@ -8,13 +8,16 @@
 //! the storm blocks take to catch up with the deduplication history.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
 
-use gateway::k8s::types::{RemediationRequest, RemediationRequestStatus};
+use std::time::Duration;
+use tokio::time::Instant;
+
+use gateway::k8s::types::{RemediationRequest as Rr, RemediationRequestStatus};
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
-use crate::results::Account;
+use crate::payload::Naming;
+use crate::results::{Accounts, Phase};
 
 /// The check's result, as the report carries it.
 #[derive(Clone, Debug, Serialize)]
@@ -72,12 +75,12 @@ impl Counts {
 /// `status.deduplication.occurrenceCount`, when written. An RR whose status the gateway has not
 /// initialised (the write after the create failed or is pending) has had exactly its first
 /// occurrence: callers count it as 1.
-fn count(rr: &RemediationRequest) -> Option<u64> {
+fn count(rr: &Rr) -> Option<u64> {
     let dedup = rr.status.as_ref()?.deduplication.as_ref()?;
     u64::try_from(dedup.occurrence_count).ok()
 }
 
-fn in_storm(rr: &RemediationRequest) -> bool {
+fn in_storm(rr: &Rr) -> bool {
     let storm = rr
         .status
         .as_ref()
@@ -101,13 +104,9 @@ fn storm_behind(status: Option<&RemediationRequestStatus>) -> bool {
 }
 
 /// Compares what the sink reported per fingerprint index with the RRs in the cluster.
-/// `fingerprint_of` maps a fingerprint index to its hex fingerprint.
-pub fn compare(
-    accounts: &HashMap<u32, Account>,
-    fingerprint_of: impl Fn(u32) -> String,
-    rrs: &[RemediationRequest],
-) -> Counts {
-    let mut by_fp: HashMap<&str, Vec<&RemediationRequest>> = HashMap::new();
+/// `fp_of` maps a fingerprint index to its hex fingerprint.
+pub fn compare(accounts: &Accounts, fp_of: impl Fn(u32) -> String, rrs: &[Rr]) -> Counts {
+    let mut by_fp: HashMap<&str, Vec<&Rr>> = HashMap::new();
     for rr in rrs {
         by_fp
             .entry(&rr.spec.signal_fingerprint)
@@ -128,7 +127,7 @@ pub fn compare(
             continue;
         }
         check.fingerprints += 1;
-        let fp = fingerprint_of(idx);
+        let fp = fp_of(idx);
         let found = by_fp
             .get(fp.as_str())
             .map(Vec::as_slice)
@@ -190,14 +189,9 @@ fn describe_counts(rr: &str, sorted: &[u64], final_count: u64) -> String {
     )
 }
 
-/// Lists every RR in `namespace`, 500 at a time.
-pub async fn fetch_rrs(
-    client: &kube::Client,
-    namespace: &str,
-) -> Result<Vec<RemediationRequest>, kube::Error> {
-    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), namespace);
-    let mut out = Vec::new();
-    let mut lp = ListParams::default().limit(500);
+/// Lists every RR `api` sees, 500 at a time.
+pub async fn fetch_rrs(api: &Api<Rr>) -> Result<Vec<Rr>, kube::Error> {
+    let (mut out, mut lp) = (Vec::new(), ListParams::default().limit(500));
     // Bounded: each page advances the continue token, and the API ends the list.
     loop {
         let page = api.list(&lp).await?;
@@ -209,25 +203,20 @@ pub async fn fetch_rrs(
     }
 }
 
-/// Lists and compares until the check passes or `deadline` elapses; the last result.
-pub async fn converge(
-    client: &kube::Client,
-    namespace: &str,
-    accounts: &HashMap<u32, Account>,
-    fingerprint_of: impl Fn(u32) -> String,
-    deadline: Duration,
-) -> CountCheck {
-    let until = tokio::time::Instant::now() + deadline;
+/// Lists and compares the RRs of `phase` until they agree or `t` elapses; the last result.
+pub async fn converge(api: &Api<Rr>, phase: &Phase, naming: &Naming, t: Duration) -> CountCheck {
+    let until = Instant::now() + t;
     loop {
-        let rrs = match fetch_rrs(client, namespace).await {
+        let rrs = match fetch_rrs(api).await {
             Ok(rrs) => rrs,
             Err(e) => {
-                let reason = format!("listing RRs: {e}");
-                return CountCheck::Failed { reason };
+                return CountCheck::Failed {
+                    reason: format!("listing RRs: {e}"),
+                };
             }
         };
-        let counts = compare(accounts, &fingerprint_of, &rrs);
-        if counts.mismatches == 0 || tokio::time::Instant::now() >= until {
+        let counts = compare(&phase.accounts, |fp| naming.fingerprint(fp), &rrs);
+        if counts.mismatches == 0 || Instant::now() >= until {
             return CountCheck::Done(counts);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -236,20 +225,15 @@ pub async fn converge(
 
 /// Storm-status staleness: from `since` (the end of the load) until no RR's storm block lags
 /// its deduplication history, polled every 20 ms; `None` if that did not happen within
-/// `deadline` (or the RRs could not be listed).
-pub async fn storm_staleness(
-    client: &kube::Client,
-    namespace: &str,
-    since: tokio::time::Instant,
-    deadline: Duration,
-) -> Option<Duration> {
-    let until = tokio::time::Instant::now() + deadline;
+/// `within` (or the RRs could not be listed).
+pub async fn storm_staleness(api: &Api<Rr>, since: Instant, within: Duration) -> Option<Duration> {
+    let until = Instant::now() + within;
     loop {
-        let rrs = fetch_rrs(client, namespace).await.ok()?;
+        let rrs = fetch_rrs(api).await.ok()?;
         if !rrs.iter().any(|r| storm_behind(r.status.as_ref())) {
             return Some(since.elapsed());
         }
-        if tokio::time::Instant::now() >= until {
+        if Instant::now() >= until {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -267,7 +251,7 @@ mod tests {
     }
 
     /// An RR as the API returns it, with `status` as given.
-    fn rr_with(name: &str, fingerprint: &str, status: Value) -> RemediationRequest {
+    fn rr_with(name: &str, fingerprint: &str, status: Value) -> Rr {
         let at = "2026-01-01T00:00:00Z";
         let rr = json!({
             "apiVersion": "kubernaut.ai/v1alpha1", "kind": "RemediationRequest",
@@ -282,58 +266,58 @@ mod tests {
         serde_json::from_value(rr).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn rr(name: &str, i: u32, count: Option<u64>) -> RemediationRequest {
-        let status = match count {
-            Some(c) => json!({"deduplication": {"occurrenceCount": c,
-                "firstSeenAt": "2026-01-01T00:00:00Z", "lastSeenAt": "2026-01-01T00:00:00Z"}}),
-            None => Value::Null,
-        };
-        rr_with(name, &fp(i), status)
+    /// `status` with `occurrenceCount` `count`.
+    fn counted(count: u64) -> Value {
+        let at = "2026-01-01T00:00:00Z";
+        json!({"deduplication": {"occurrenceCount": count, "firstSeenAt": at, "lastSeenAt": at}})
     }
 
-    fn account(counts: &[(&str, &[u64])]) -> Account {
-        let mut a = Account::default();
-        for (name, cs) in counts {
-            a.accepted += cs.len() as u64;
-            a.counts.insert((*name).into(), cs.to_vec());
+    /// RRs named `name` for fingerprint `i` with `count` (`None`: no status yet).
+    fn rrs(list: &[(&str, u32, Option<u64>)]) -> Vec<Rr> {
+        let rr =
+            |&(name, i, c): &(&str, u32, Option<u64>)| rr_with(name, &fp(i), c.map(counted).into());
+        list.iter().map(rr).collect()
+    }
+
+    /// Per fingerprint index: the counts reported for each RR name.
+    fn accounts(list: &[(u32, &str, &[u64])]) -> Accounts {
+        let mut out = Accounts::new();
+        for &(i, name, counts) in list {
+            let a = out.entry(i).or_default();
+            a.accepted += counts.len() as u64;
+            a.counts.insert(name.into(), counts.to_vec());
         }
-        a
+        out
     }
 
     #[test]
     fn exact_counts_pass() {
-        let accounts = HashMap::from([
-            (1, account(&[("rr-1", &[2, 1, 3])])),
-            (2, account(&[("rr-2", &[1])])),
+        let accounts = accounts(&[(1, "rr-1", &[2, 1, 3]), (2, "rr-2", &[1])]);
+        let rrs = rrs(&[
+            ("rr-1", 1, Some(3)),
+            ("rr-2", 2, Some(1)),
+            ("other", 9, Some(4)),
         ]);
-        let rrs = [
-            rr("rr-1", 1, Some(3)),
-            rr("rr-2", 2, Some(1)),
-            rr("other", 9, Some(4)),
-        ];
         let c = compare(&accounts, fp, &rrs);
-        assert_eq!(c.mismatches, 0, "{c:?}");
-        assert_eq!(c.fingerprints, 2);
-        assert_eq!(c.rrs, 2);
+        assert_eq!((c.mismatches, c.fingerprints, c.rrs), (0, 2, 2), "{c:?}");
     }
 
     #[test]
     fn lost_increment_is_caught() {
         // Three accepted, but the RR only counted two and a count was handed out twice.
-        let accounts = HashMap::from([(1, account(&[("rr-1", &[1, 2, 2])]))]);
-        let c = compare(&accounts, fp, &[rr("rr-1", 1, Some(2))]);
+        let c = compare(
+            &accounts(&[(1, "rr-1", &[1, 2, 2])]),
+            fp,
+            &rrs(&[("rr-1", 1, Some(2))]),
+        );
         assert_eq!(c.mismatches, 2, "{c:?}");
         assert!(c.examples[1].contains("1 repeated"), "{:?}", c.examples);
     }
 
     #[test]
     fn unset_status_counts_one_and_a_missing_rr_is_a_mismatch() {
-        let accounts = HashMap::from([
-            (1, account(&[("rr-1", &[1])])),
-            (2, account(&[("rr-2", &[1])])),
-            (3, account(&[("rr-3", &[1, 2])])),
-        ]);
-        let c = compare(&accounts, fp, &[rr("rr-1", 1, None), rr("rr-3", 3, None)]);
+        let accounts = accounts(&[(1, "rr-1", &[1]), (2, "rr-2", &[1]), (3, "rr-3", &[1, 2])]);
+        let c = compare(&accounts, fp, &rrs(&[("rr-1", 1, None), ("rr-3", 3, None)]));
         // fp 1: an uninitialised RR is its first occurrence, exact; fp 2: sum 0 ≠ 1 and RR
         // missing; fp 3: sum 1 ≠ 2, and counts [1, 2] ≠ 1..=1.
         assert_eq!(c.mismatches, 4, "{c:?}");
@@ -341,59 +325,68 @@ mod tests {
 
     #[test]
     fn fingerprints_with_failures_are_skipped_not_compared() {
-        let mut failed = account(&[("rr-1", &[1, 2])]);
-        failed.failed = 1;
-        let accounts = HashMap::from([(1, failed), (2, account(&[("rr-2", &[1])]))]);
+        let mut accounts = accounts(&[(1, "rr-1", &[1, 2]), (2, "rr-2", &[1])]);
+        accounts.entry(1).or_default().failed = 1;
         // RR 1 counted the failed signal too (3); RR 2 is exact.
-        let rrs = [rr("rr-1", 1, Some(3)), rr("rr-2", 2, Some(1))];
-        let c = compare(&accounts, fp, &rrs);
+        let c = compare(
+            &accounts,
+            fp,
+            &rrs(&[("rr-1", 1, Some(3)), ("rr-2", 2, Some(1))]),
+        );
         assert_eq!(c.mismatches, 0, "{c:?}");
         assert_eq!((c.fingerprints, c.fingerprints_skipped), (1, 1));
     }
 
     #[test]
     fn several_rrs_sum_up() {
-        let accounts = HashMap::from([(1, account(&[("rr-a", &[1, 2]), ("rr-b", &[1])]))]);
-        let rrs = [rr("rr-a", 1, Some(2)), rr("rr-b", 1, Some(1))];
-        let c = compare(&accounts, fp, &rrs);
-        assert_eq!(c.mismatches, 0, "{c:?}");
-        assert_eq!(c.fingerprints_with_several_rrs, 1);
+        let accounts = accounts(&[(1, "rr-a", &[1, 2]), (1, "rr-b", &[1])]);
+        let c = compare(
+            &accounts,
+            fp,
+            &rrs(&[("rr-a", 1, Some(2)), ("rr-b", 1, Some(1))]),
+        );
+        assert_eq!(
+            (c.mismatches, c.fingerprints_with_several_rrs),
+            (0, 1),
+            "{c:?}"
+        );
+    }
+
+    /// A status with `occurrenceCount` 9, the storm crossing at `detected`, and a storm block
+    /// with `aggregated`.
+    fn storm(aggregated: Option<i64>, detected: Option<i64>) -> Value {
+        let mut s = counted(9);
+        if let Some(d) = detected {
+            s["deduplication"]["stormDetectedCount"] = d.into();
+        }
+        if let Some(a) = aggregated {
+            let block =
+                json!({"isPartOfStorm": true, "aggregatedCount": a, "windowOccurrences": 1});
+            s["stormAggregation"] = block;
+        }
+        s
     }
 
     #[test]
     fn reads_typed_rrs() {
-        let status = json!({
-            "deduplication": {"occurrenceCount": 7, "firstSeenAt": "2026-01-01T00:00:00Z",
-                "lastSeenAt": "2026-01-01T00:00:00Z"},
-            "stormAggregation": {"isPartOfStorm": true, "aggregatedCount": 1, "windowOccurrences": 7}
-        });
-        let r = rr_with("rr-x", &fp(5), status);
+        let r = rr_with("rr-x", &fp(5), storm(Some(1), None));
         assert_eq!(r.spec.signal_fingerprint, fp(5));
-        assert_eq!((count(&r), in_storm(&r)), (Some(7), true));
+        assert_eq!((count(&r), in_storm(&r)), (Some(9), true));
         assert!(!storm_behind(r.status.as_ref()));
-        let accounts = HashMap::from([(5, account(&[("rr-x", &[1, 2, 3, 4, 5, 6, 7])]))]);
-        let c = compare(&accounts, fp, &[r]);
+        let c = compare(
+            &accounts(&[(5, "rr-x", &[1, 2, 3, 4, 5, 6, 7, 8, 9])]),
+            fp,
+            &[r],
+        );
         assert_eq!((c.mismatches, c.rrs_in_storm), (0, 1), "{c:?}");
     }
 
     #[test]
     fn storm_block_lagging_its_history_is_behind() {
-        let status = |storm: Option<i64>, detected: Option<i64>| {
-            let mut dedup = json!({"occurrenceCount": 9, "firstSeenAt": "2026-01-01T00:00:00Z",
-                "lastSeenAt": "2026-01-01T00:00:00Z"});
-            if let Some(d) = detected {
-                dedup["stormDetectedCount"] = d.into();
-            }
-            let mut s = json!({"deduplication": dedup});
-            if let Some(a) = storm {
-                s["stormAggregation"] =
-                    json!({"isPartOfStorm": true, "aggregatedCount": a, "windowOccurrences": 1});
-            }
-            rr_with("rr", &fp(1), s).status
-        };
-        assert!(!storm_behind(status(Some(5), Some(5)).as_ref()));
-        assert!(storm_behind(status(Some(4), Some(5)).as_ref()));
-        assert!(storm_behind(status(None, Some(5)).as_ref()));
-        assert!(!storm_behind(status(None, None).as_ref()));
+        let behind = |a, d| storm_behind(rr_with("rr", &fp(1), storm(a, d)).status.as_ref());
+        assert!(!behind(Some(5), Some(5)));
+        assert!(behind(Some(4), Some(5)));
+        assert!(behind(None, Some(5)));
+        assert!(!behind(None, None));
     }
 }

@@ -101,34 +101,3 @@ pub enum EtcdStorage {
     /// The temp directory.
     Disk,
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(["gateway-loadtest"].iter().chain(extra))
-    }
-
-    #[test]
-    fn durations_use_the_gateways_parser() {
-        let warmup = |d: &str| parse(&["--warmup", d]).map(|a| a.scenario.warmup).ok();
-        assert_eq!(warmup("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(warmup("1500ms"), Some(Duration::from_millis(1500)));
-        assert_eq!(warmup("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(warmup("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(warmup("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(warmup("0s"), Some(Duration::ZERO));
-        for bad in ["10x", "s", "", "1.5s", "3"] {
-            assert_eq!(warmup(bad), None, "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn floor_and_compare_exclude_each_other() {
-        assert!(parse(&["--floor", "--compare"]).is_err());
-        assert!(parse(&["--compare"]).is_ok_and(|a| a.compare && !a.floor));
-        assert!(parse(&["--threads", "0"]).is_err());
-        assert!(parse(&["--max-in-flight", "0"]).is_err());
-    }
-}

@@ -42,31 +42,58 @@ struct KnownRr {
     first_seen: Timestamp,
 }
 
+impl KnownRr {
+    fn new(name: &str, resource_version: String, count: i64, first_seen: Timestamp) -> Self {
+        let name = name.to_owned();
+        KnownRr {
+            name,
+            resource_version,
+            count,
+            first_seen,
+        }
+    }
+}
+
 /// Why a floor write failed: the outcome class, the API status code when the API answered,
 /// and a description.
 struct WriteError(Outcome, Option<u16>, String);
 
 impl WriteError {
     fn from_kube(op: &str, e: kube::Error) -> Self {
-        match e {
-            kube::Error::Api(s) if s.code >= 500 => WriteError(
-                Outcome::ServerError,
-                Some(s.code),
-                format!("{op}: {}", s.reason),
-            ),
-            kube::Error::Api(s) => WriteError(
-                Outcome::ClientError,
-                Some(s.code),
-                format!("{op}: {}", s.reason),
-            ),
-            other => WriteError(Outcome::Transport, None, format!("{op}: {other}")),
-        }
+        let kube::Error::Api(s) = e else {
+            return WriteError(Outcome::Transport, None, format!("{op}: {e}"));
+        };
+        let outcome = if s.code >= 500 {
+            Outcome::ServerError
+        } else {
+            Outcome::ClientError
+        };
+        WriteError(
+            outcome,
+            Some(s.code),
+            format!("{op}: {} {}", s.code, s.reason),
+        )
+    }
+
+    fn late(op: &str, deadline: Duration) -> Self {
+        WriteError(
+            Outcome::Transport,
+            None,
+            format!("{op}: deadline {deadline:?}"),
+        )
     }
 
     fn conflict(&self) -> bool {
         self.1 == Some(409)
     }
 }
+
+/// A floor write's result.
+type Written<T> = Result<T, WriteError>;
+/// What a counted signal got: created or duplicate, its count, its RR.
+type Counted = (SignalStatus, i64, String);
+/// Why a signal's writes failed, if they did.
+type Failure = Option<WriteError>;
 
 /// Issues the gateway's Kubernetes writes directly.
 pub struct FloorSink {
@@ -78,16 +105,16 @@ pub struct FloorSink {
 }
 
 impl FloorSink {
-    /// A writer into `namespace` for `pool` fingerprint indices; every call gets `deadline`.
+    /// A writer into `ns` for `pool` fingerprint indices; every call gets deadline `t`.
     pub fn new(
         client: kube::Client,
-        namespace: &str,
+        ns: &str,
         naming: Arc<Naming>,
         pool: u32,
-        deadline: Duration,
+        t: Duration,
     ) -> Self {
-        let api = Api::namespaced(client, namespace);
-        let slots = (0..pool).map(|_| Arc::default()).collect();
+        let api = Api::namespaced(client, ns);
+        let (slots, deadline) = ((0..pool).map(|_| Arc::default()).collect(), t);
         FloorSink {
             api,
             naming,
@@ -110,12 +137,7 @@ impl FloorSink {
             .iter()
             .zip(&signals)
             .map(|(p, s)| self.signal(p, s));
-        let mut c = Completion::failed(
-            Outcome::MultiStatus,
-            &[],
-            SignalStatus::Failed,
-            String::new(),
-        );
+        let mut c = Completion::default();
         let mut failure = None;
         for (result, writes, error) in futures::future::join_all(each).await {
             c.signals.push(result);
@@ -132,52 +154,31 @@ impl FloorSink {
         c
     }
 
-    async fn call<T>(
-        &self,
-        op: &str,
-        fut: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<T, WriteError> {
+    async fn call<T>(&self, op: &str, fut: impl Future<Output = kube::Result<T>>) -> Written<T> {
         match tokio::time::timeout(self.deadline, fut).await {
             Ok(r) => r.map_err(|e| WriteError::from_kube(op, e)),
-            Err(_) => Err(WriteError(
-                Outcome::Transport,
-                None,
-                format!("{op}: deadline {:?}", self.deadline),
-            )),
+            Err(_) => Err(WriteError::late(op, self.deadline)),
         }
     }
 
     /// One signal: its result, the writes it took, and why it failed if it did.
-    async fn signal(
-        &self,
-        planned: &PlannedSignal,
-        signal: &Signal,
-    ) -> (SignalResult, u32, Option<WriteError>) {
+    async fn signal(&self, planned: &PlannedSignal, s: &Signal) -> (SignalResult, u32, Failure) {
         let mut writes = 0;
-        let (fp, written) = (
-            planned.fp,
-            self.write(planned.fp, signal, &mut writes).await,
-        );
+        let (fp, written) = (planned.fp, self.write(planned.fp, s, &mut writes).await);
         match written {
             Ok((status, count, rr)) => {
                 let count = u64::try_from(count).ok();
                 (SignalResult::new(fp, status, count, Some(rr)), writes, None)
             }
-            Err(e) => (
-                SignalResult::new(fp, SignalStatus::Failed, None, None),
-                writes,
-                Some(e),
-            ),
+            Err(e) => {
+                let failed = SignalResult::new(fp, SignalStatus::Failed, None, None);
+                (failed, writes, Some(e))
+            }
         }
     }
 
     /// Creates or counts one signal of fingerprint index `fp`; the status, count and RR name.
-    async fn write(
-        &self,
-        fp: u32,
-        signal: &Signal,
-        writes: &mut u32,
-    ) -> Result<(SignalStatus, i64, String), WriteError> {
+    async fn write(&self, fp: u32, signal: &Signal, writes: &mut u32) -> Written<Counted> {
         let Some(slot) = self.slots.get(fp as usize) else {
             let detail = format!("fingerprint index {fp} outside the pool");
             return Err(WriteError(Outcome::Unexpected, None, detail));
@@ -187,19 +188,12 @@ impl FloorSink {
             let rr = rr::build(signal, self.namespace(), GENERATION, Timestamp::now());
             let name = rr.metadata.name.clone().unwrap_or_default();
             *writes += 1;
-            match self
-                .call("create", self.api.create(&PostParams::default(), &rr))
-                .await
-            {
+            let params = PostParams::default();
+            let create = self.api.create(&params, &rr);
+            match self.call("create", create).await {
                 Ok(created) => {
-                    let resource_version = created.metadata.resource_version.unwrap_or_default();
-                    let first_seen = Timestamp::now();
-                    *guard = Some(KnownRr {
-                        name: name.clone(),
-                        resource_version,
-                        count: 0,
-                        first_seen,
-                    });
+                    let version = created.metadata.resource_version.unwrap_or_default();
+                    *guard = Some(KnownRr::new(&name, version, 0, Timestamp::now()));
                     // The 201 does not wait for the status initialisation; the lock keeps
                     // the next signal of this RR behind it.
                     *writes += 1;
@@ -230,10 +224,8 @@ impl FloorSink {
             let Some(known) = guard.as_mut() else { break };
             let (patch, params) = (status_patch(known, known.count + 1), PatchParams::default());
             *writes += 1;
-            match self
-                .call("patch", self.api.patch_status(&known.name, &params, &patch))
-                .await
-            {
+            let write = self.api.patch_status(&known.name, &params, &patch);
+            match self.call("patch", write).await {
                 Ok(o) => {
                     known.count += 1;
                     known.resource_version = o.metadata.resource_version.unwrap_or_default();
@@ -243,11 +235,8 @@ impl FloorSink {
                 Err(e) => return Err(e),
             }
         }
-        Err(WriteError(
-            Outcome::ClientError,
-            Some(409),
-            "patch: 409 Conflict three times".into(),
-        ))
+        let detail = "patch: 409 Conflict three times".into();
+        Err(WriteError(Outcome::ClientError, Some(409), detail))
     }
 
     fn namespace(&self) -> &str {
@@ -255,20 +244,25 @@ impl FloorSink {
     }
 
     /// Reads an RR's current resourceVersion and count.
-    async fn refresh(&self, name: &str) -> Result<KnownRr, WriteError> {
+    async fn refresh(&self, name: &str) -> Written<KnownRr> {
         let o = self.call("get", self.api.get_status(name)).await?;
-        let dedup = o.status.and_then(|s| s.deduplication);
-        Ok(KnownRr {
-            name: name.to_owned(),
-            resource_version: o.metadata.resource_version.unwrap_or_default(),
-            count: dedup.as_ref().map_or(0, |d| d.occurrence_count),
-            first_seen: dedup.map_or_else(Timestamp::now, |d| d.first_seen_at.0),
-        })
+        let (version, dedup) = (
+            o.metadata.resource_version,
+            o.status.and_then(|s| s.deduplication),
+        );
+        let count = dedup.as_ref().map_or(0, |d| d.occurrence_count);
+        let first_seen = dedup.map_or_else(Timestamp::now, |d| d.first_seen_at.0);
+        Ok(KnownRr::new(
+            name,
+            version.unwrap_or_default(),
+            count,
+            first_seen,
+        ))
     }
 }
 
 /// The gateway's signals for `plan`: its body, parsed by the gateway's adapter.
-fn signals(naming: &Naming, plan: &RequestPlan, seq: u64) -> Result<Vec<Signal>, WriteError> {
+fn signals(naming: &Naming, plan: &RequestPlan, seq: u64) -> Written<Vec<Signal>> {
     let now = Timestamp::now();
     let mut body = naming.body(plan, seq, now);
     let parsed = match plan.route {
@@ -303,13 +297,9 @@ fn status_patch(known: &KnownRr, count: i64) -> Patch<serde_json::Value> {
 /// through the floor's own writer. On a fresh control plane the first writes of a CRD take
 /// seconds (schema and validation rules are compiled on first use), longer than the gateway's
 /// per-call deadline; a benchmark should not start on that.
-pub async fn prime(
-    client: &kube::Client,
-    namespace: &str,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let naming = Naming::new("prime", namespace, TargetKind::Pod, 1);
-    let floor = FloorSink::new(client.clone(), namespace, Arc::new(naming), 1, timeout);
+pub async fn prime(client: &kube::Client, ns: &str, timeout: Duration) -> anyhow::Result<()> {
+    let naming = Naming::new("prime", ns, TargetKind::Pod, 1);
+    let floor = FloorSink::new(client.clone(), ns, Arc::new(naming), 1, timeout);
     let plan = RequestPlan::alerts(&[0]);
     // A leftover of an interrupted run is adopted by the first send.
     let mut name = None;
@@ -336,13 +326,7 @@ mod tests {
         let first_seen = "2026-01-01T00:00:00Z"
             .parse()
             .unwrap_or_else(|e| panic!("{e}"));
-        let (name, resource_version) = ("rr".into(), "42".into());
-        let known = KnownRr {
-            name,
-            resource_version,
-            count: 3,
-            first_seen,
-        };
+        let known = KnownRr::new("rr", "42".into(), 3, first_seen);
         let Patch::Merge(p) = status_patch(&known, 4) else {
             panic!("not a merge patch")
         };

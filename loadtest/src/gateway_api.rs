@@ -4,7 +4,7 @@
 //!
 //! Targets must be loopback addresses: this tool generates load, and it only ever aims it at
 //! processes on the same machine. Reading an answer is pure ([`classify_response`]), so the
-//! whole mapping from the contract is tested here without a server.
+//! whole mapping from the contract is tested without a server (`tests/answers.rs`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -68,12 +68,11 @@ pub fn http_client(max_idle: usize) -> HttpClient {
         .build(connector)
 }
 
+/// A status and a whole body, or why not.
+pub type Answered = anyhow::Result<(u16, Bytes)>;
+
 /// Sends `req` and reads the whole answer, within `timeout`; errors name their root cause.
-async fn exchange(
-    client: &HttpClient,
-    req: Request<Full<Bytes>>,
-    timeout: Duration,
-) -> anyhow::Result<(u16, Bytes)> {
+async fn exchange(client: &HttpClient, req: Request<Full<Bytes>>, timeout: Duration) -> Answered {
     let answer = async {
         let resp = client.request(req).await.context("send")?;
         let status = resp.status().as_u16();
@@ -85,11 +84,7 @@ async fn exchange(
 }
 
 /// GETs `url` and returns status and body, within `timeout`.
-pub async fn get(
-    client: &HttpClient,
-    url: &str,
-    timeout: Duration,
-) -> anyhow::Result<(u16, Bytes)> {
+pub async fn get(client: &HttpClient, url: &str, timeout: Duration) -> Answered {
     let req = Request::get(url).body(Full::default())?;
     exchange(client, req, timeout)
         .await
@@ -109,20 +104,15 @@ pub struct GatewaySink {
 }
 
 impl GatewaySink {
-    /// A sink over `targets`, with a whole-request `timeout`.
-    pub fn new(
-        client: HttpClient,
-        targets: Vec<String>,
-        naming: Arc<Naming>,
-        timeout: Duration,
-    ) -> Self {
+    /// A sink over `targets`, with whole-request deadline `t`.
+    pub fn new(client: HttpClient, targets: Vec<String>, naming: Arc<Naming>, t: Duration) -> Self {
         let next = AtomicUsize::new(0);
         GatewaySink {
             client,
             targets,
             next,
             naming,
-            timeout,
+            timeout: t,
         }
     }
 
@@ -176,16 +166,16 @@ struct Answer {
 }
 
 /// Classifies a gateway response to a request carrying `signals`, whose fingerprints (as
-/// computed by the gateway's rule) are `expected`.
+/// computed by the gateway's rule) are `fps`.
 pub fn classify_response(
     status: u16,
     body: &[u8],
     signals: &[PlannedSignal],
-    expected: &[String],
+    fps: &[String],
 ) -> Completion {
     let answer: Option<Answer> = serde_json::from_slice(body).ok();
     let failed = |outcome, status, detail| Completion::failed(outcome, signals, status, detail);
-    let fingerprint_is = |i: usize, fp: Option<&str>| expected.get(i).map(String::as_str) == fp;
+    let fingerprint_is = |i: usize, fp: Option<&str>| fps.get(i).map(String::as_str) == fp;
     let result = |s: &PlannedSignal, status, count, rr: Option<&String>, fingerprint_ok| {
         let result = SignalResult::new(s.fp, status, count, rr.cloned());
         SignalResult {
@@ -206,16 +196,16 @@ pub fn classify_response(
             // the answer is about the alert whose fingerprint it names.
             let target = match signals.len() {
                 1 => Some(0),
-                _ => expected.iter().position(|e| Some(e.as_str()) == fp),
+                _ => fps.iter().position(|e| Some(e.as_str()) == fp),
             };
             let rr = a.remediation_request_name.as_ref();
-            let results = signals
-                .iter()
-                .enumerate()
-                .map(|(i, s)| match Some(i) == target {
-                    true => result(s, accepted, count, rr, fingerprint_is(i, fp)),
-                    false => result(s, SignalStatus::Rejected, None, None, true),
-                });
+            let results = signals.iter().enumerate().map(|(i, s)| {
+                if Some(i) == target {
+                    result(s, accepted, count, rr, fingerprint_is(i, fp))
+                } else {
+                    result(s, SignalStatus::Rejected, None, None, true)
+                }
+            });
             Completion {
                 outcome,
                 signals: results.collect(),
@@ -260,9 +250,10 @@ pub fn classify_response(
             let title = a.title.as_deref().or(a.detail.as_deref());
             let title = title.unwrap_or("no problem body");
             let detail = format!("{status} {title}: {}", a.detail.as_deref().unwrap_or(""));
-            match status < 500 {
-                true => failed(Outcome::ClientError, SignalStatus::Rejected, detail),
-                false => failed(Outcome::ServerError, SignalStatus::Failed, detail),
+            if status < 500 {
+                failed(Outcome::ClientError, SignalStatus::Rejected, detail)
+            } else {
+                failed(Outcome::ServerError, SignalStatus::Failed, detail)
             }
         }
         _ => failed(
@@ -270,154 +261,5 @@ pub fn classify_response(
             SignalStatus::Failed,
             format!("unexpected status {status}"),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::payload::TargetKind;
-
-    #[test]
-    fn only_loopback_targets() {
-        let base = loopback_base("http://127.0.0.1:8080/").ok();
-        assert_eq!(base.as_deref(), Some("http://127.0.0.1:8080"));
-        for ok in [
-            "http://localhost:8080",
-            "http://[::1]:8080",
-            "http://127.1.2.3:80",
-        ] {
-            assert!(loopback_base(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "http://10.0.0.1:8080",
-            "http://example.com",
-            "https://127.0.0.1:8443",
-            "http://127.0.0.1:8080/api",
-            "not a url",
-        ] {
-            assert!(loopback_base(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[tokio::test]
-    async fn refused_connection_is_a_transport_error() {
-        // Bind then drop: the port is very likely closed for the instant of the test.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
-        let target = format!("http://127.0.0.1:{}", port.map_or(1, |a| a.port()));
-        let naming = Arc::new(Naming::new("t", "ns", TargetKind::Pod, 10));
-        let sink = GatewaySink::new(http_client(4), vec![target], naming, Duration::from_secs(2));
-        let c = sink.send(&RequestPlan::alerts(&[0]), 0).await;
-        assert_eq!(c.outcome, Outcome::Transport);
-        assert!(c.detail.is_some_and(|d| d.starts_with("send")));
-    }
-
-    fn fp(i: usize) -> String {
-        format!("{i:064x}")
-    }
-
-    /// The answer `status` + `body` (`FP<i>` standing for fingerprint `i`) to a request of
-    /// `signals` signals whose first `expected` fingerprints are known.
-    fn answer(status: u16, body: &str, signals: u32, expected: usize) -> Completion {
-        let body = (0..3).fold(body.to_owned(), |b, i| b.replace(&format!("FP{i}"), &fp(i)));
-        let plan = RequestPlan::alerts(&(0..signals).map(|i| i + 7).collect::<Vec<_>>());
-        let expected: Vec<String> = (0..expected).map(fp).collect();
-        classify_response(status, body.as_bytes(), &plan.signals, &expected)
-    }
-
-    #[test]
-    fn created() {
-        let body = r#"{"status":"created","fingerprint":"FP0","duplicate":false,
-            "remediationRequestName":"rr-a","remediationRequestNamespace":"ns"}"#;
-        let c = answer(201, body, 1, 1);
-        assert_eq!(c.outcome, Outcome::Created);
-        let want = SignalResult::new(7, SignalStatus::Created, Some(1), Some("rr-a".into()));
-        assert_eq!(c.signals, [want]);
-        assert!(c.detail.is_none());
-    }
-
-    #[test]
-    fn duplicate_reads_metadata_count() {
-        let body = r#"{"status":"duplicate","fingerprint":"FP0","duplicate":true,
-            "remediationRequestName":"rr-a","metadata":{"count":17,"remediationRequestRef":"ns/rr-a"}}"#;
-        let c = answer(202, body, 1, 1);
-        assert_eq!(c.outcome, Outcome::Duplicate);
-        let s = &c.signals[0];
-        assert_eq!(
-            (s.count, s.status, s.fingerprint_ok),
-            (Some(17), SignalStatus::Duplicate, true)
-        );
-    }
-
-    #[test]
-    fn wrong_fingerprint_is_flagged() {
-        let body =
-            r#"{"fingerprint":"FP1","remediationRequestName":"rr-a","metadata":{"count":2}}"#;
-        assert!(!answer(202, body, 1, 1).signals[0].fingerprint_ok);
-    }
-
-    #[test]
-    fn batch_maps_results_in_order() {
-        let body = r#"{"results":[
-            {"status":"created","fingerprint":"FP0","remediationRequestName":"rr-0","count":1},
-            {"status":"duplicate","fingerprint":"FP1","remediationRequestName":"rr-1","count":5},
-            {"status":"failed","fingerprint":"FP2","message":"x"}],
-          "summary":{"total":3,"created":1,"deduplicated":1,"rejected":0,"failed":1}}"#;
-        let c = answer(207, body, 3, 3);
-        assert_eq!(c.outcome, Outcome::MultiStatus);
-        let st: Vec<_> = c
-            .signals
-            .iter()
-            .map(|s| (s.status, s.count, s.fingerprint_ok))
-            .collect();
-        assert_eq!(
-            st,
-            [
-                (SignalStatus::Created, Some(1), true),
-                (SignalStatus::Duplicate, Some(5), true),
-                (SignalStatus::Failed, None, true)
-            ]
-        );
-    }
-
-    #[test]
-    fn batch_with_wrong_length_is_unexpected() {
-        let c = answer(207, r#"{"results":[]}"#, 2, 2);
-        assert_eq!(c.outcome, Outcome::Unexpected);
-        assert!(c.signals.iter().all(|s| s.status == SignalStatus::Failed));
-    }
-
-    #[test]
-    fn errors() {
-        let problem = r#"{"type":"https://kubernaut.ai/problems/unavailable",
-            "title":"Service Unavailable","detail":"kubernetes deadline","status":503}"#;
-        let c = answer(503, problem, 1, 1);
-        assert_eq!(
-            (c.outcome, c.signals[0].status),
-            (Outcome::ServerError, SignalStatus::Failed)
-        );
-        assert!(c.detail.is_some_and(|d| d.contains("Service Unavailable")));
-        let c = answer(400, "not json", 1, 1);
-        assert_eq!(
-            (c.outcome, c.signals[0].status),
-            (Outcome::ClientError, SignalStatus::Rejected)
-        );
-        let c = answer(200, "{}", 1, 1);
-        assert_eq!(c.outcome, Outcome::Unexpected);
-        assert!(c.outcome.is_failure());
-        assert!(!Outcome::MultiStatus.is_failure());
-    }
-
-    #[test]
-    fn single_answer_to_a_batch_names_its_alert() {
-        let c = answer(
-            201,
-            r#"{"fingerprint":"FP1","remediationRequestName":"rr-1"}"#,
-            2,
-            2,
-        );
-        assert_eq!(c.signals[0].status, SignalStatus::Rejected);
-        assert_eq!(c.signals[1].status, SignalStatus::Created);
-        assert!(c.signals[1].fingerprint_ok);
     }
 }

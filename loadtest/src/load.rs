@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::cli::Args;
 use crate::floor::FloorSink;
 use crate::gateway_api::GatewaySink;
 use crate::results::{Completion, Mode, Phase, Stream};
@@ -36,14 +37,12 @@ impl Sink {
 /// counted as lag.
 const LEAD: Duration = Duration::from_millis(20);
 
-/// Runs the scenario against `sink`. Ends by itself: each stream has a fixed number of
-/// ticks, and waiting for in-flight requests is bounded by `drain_timeout`.
-pub async fn run_phase(
-    scenario: &Scenario,
-    sink: Arc<Sink>,
-    max_in_flight: usize,
-    drain_timeout: Duration,
-) -> Phase {
+/// Runs the scenario against `sink`, at most `--max-in-flight` requests outstanding. Ends by
+/// itself: each stream has a fixed number of ticks, and the wait for the last requests is
+/// bounded by `--request-timeout` and a margin.
+pub async fn run_phase(scenario: &Scenario, sink: Sink, args: &Args) -> Phase {
+    let (max_in_flight, sink) = (args.max_in_flight, Arc::new(sink));
+    let drain_timeout = args.request_timeout + Duration::from_secs(5);
     let (mode, replicas) = match &*sink {
         Sink::Gateway(_, replicas) => (Mode::Gateway, *replicas),
         Sink::Floor(_) => (Mode::Floor, 0),
@@ -85,16 +84,13 @@ pub async fn run_phase(
                 true
             })
             .await;
-            (kind, clock, stats, generator.picker.seen())
+            (kind, clock, stats, generator.fingerprints_seen())
         }
     });
     let driven = futures::future::join_all(drivers).await;
     let cap = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(drain_timeout, permits.acquire_many(cap)).await;
-    let mut phase = std::mem::replace(
-        &mut *phase.lock().unwrap_or_else(PoisonError::into_inner),
-        Phase::new(mode, replicas, Vec::new()),
-    );
+    let mut phase = std::mem::take(&mut *phase.lock().unwrap_or_else(PoisonError::into_inner));
     if drained.is_err() {
         phase.abandoned = (max_in_flight - permits.available_permits()) as u64;
     }
@@ -104,179 +100,4 @@ pub async fn run_phase(
         }
     }
     phase
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use gateway::api::server::{ServeOptions, serve};
-    use gateway::api::{App, Health};
-    use gateway::clock::SystemClock;
-    use gateway::ingest::Signal;
-    use gateway::k8s::types::{DeduplicationStatus, RemediationRequest, RemediationRequestStatus};
-    use gateway::processor::{Outcome as Recorded, ProcessError, Processor};
-    use gateway::telemetry::Metrics;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use tokio::net::TcpListener;
-
-    use super::*;
-    use crate::check;
-    use crate::gateway_api::http_client;
-    use crate::results::{Outcome, verdict};
-
-    /// The gateway's own HTTP API (routes, adapters, response bodies) over an in-memory
-    /// processor that keeps exact counts: the whole pipeline — schedule, client, answers,
-    /// accounting, verdict, count check — runs end to end without a cluster.
-    #[derive(Default)]
-    struct Counter {
-        rrs: Mutex<HashMap<String, RemediationRequest>>,
-        signals: AtomicU64,
-        /// Answer 503 to every n-th signal (0: never).
-        fail_every: u64,
-    }
-
-    impl Processor for Counter {
-        async fn process(&self, signal: Signal) -> Result<Recorded, ProcessError> {
-            // A little service time, so requests overlap.
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            let n = self.signals.fetch_add(1, Ordering::Relaxed) + 1;
-            if self.fail_every > 0 && n.is_multiple_of(self.fail_every) {
-                return Err(ProcessError::Unavailable("injected".into()));
-            }
-            let mut rrs = self.rrs.lock().unwrap_or_else(PoisonError::into_inner);
-            let now = jiff::Timestamp::now();
-            let rr = rrs
-                .entry(signal.fingerprint.to_string())
-                .or_insert_with(|| gateway::dedup::rr::build(&signal, "loadtest", 0, now));
-            let status = rr
-                .status
-                .get_or_insert_with(RemediationRequestStatus::default);
-            let dedup = status.deduplication.get_or_insert(DeduplicationStatus {
-                occurrence_count: 0,
-                first_seen_at: Time(now),
-                last_seen_at: Time(now),
-                recent_occurrences: Vec::new(),
-                storm_detected_at: None,
-                storm_detected_count: None,
-            });
-            dedup.occurrence_count += 1;
-            let (name, namespace) = (
-                rr.metadata.name.clone().unwrap_or_default(),
-                "loadtest".into(),
-            );
-            Ok(match dedup.occurrence_count {
-                1 => Recorded::Created { name, namespace },
-                count => Recorded::Duplicate {
-                    name,
-                    namespace,
-                    count,
-                    first_seen: now,
-                    last_seen: now,
-                },
-            })
-        }
-    }
-
-    /// Serves the gateway's API over `counter` on a loopback port; returns its base URL.
-    async fn serve_gateway(counter: Arc<Counter>) -> String {
-        let app = Arc::new(App::new(
-            counter,
-            gateway::config::ApiConfig::default(),
-            Arc::new(Health::new()),
-            Metrics::new(),
-            Arc::new(SystemClock),
-        ));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let url = listener.local_addr().map(|a| format!("http://{a}"));
-        let options = ServeOptions {
-            max_connections: 1024,
-            header_read_timeout: Duration::from_secs(5),
-            grace: Duration::from_secs(1),
-        };
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            serve(
-                listener,
-                options,
-                move |r| gateway::api::routes::handle(app.clone(), r),
-                stopped,
-            )
-            .await;
-            drop(stop);
-        });
-        url.unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    async fn run_against(counter: &Arc<Counter>, argv: &str, cap: usize) -> (Scenario, Phase) {
-        let url = serve_gateway(counter.clone()).await;
-        let scenario = crate::scenario::parse(&format!("--seed 7 {argv}"));
-        let scenario = scenario.unwrap_or_else(|e| panic!("{e}"));
-        let naming = Arc::new(scenario.naming(""));
-        let client = GatewaySink::new(http_client(64), vec![url], naming, Duration::from_secs(5));
-        let sink = Arc::new(Sink::Gateway(client, 1));
-        let phase = run_phase(&scenario, sink, cap, Duration::from_secs(10)).await;
-        (scenario, phase)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn end_to_end_against_the_gateways_api() {
-        let counter = Arc::new(Counter::default());
-        let argv = "--rate 200 --duration 2s --warmup 500ms --alerts-per-payload 2 \
-            --event-share 0.2 --storm-rate 300 --storm-duration 1s --storm-fingerprints 5";
-        let (scenario, phase) = run_against(&counter, argv, 256).await;
-        assert_eq!(phase.abandoned, 0);
-        let v = verdict(&phase, &scenario);
-        assert!(v.problems.is_empty(), "{v:?} {:?}", phase.failures);
-        let steady = &phase.streams[0];
-        assert_eq!((steady.due, steady.sent, steady.dropped), (400, 400, 0));
-        let rate = steady.achieved_rate;
-        assert!((rate - 200.0).abs() < 20.0, "achieved {rate}");
-        assert_eq!(steady.all.0.len(), 400);
-        let storm = &phase.streams[1];
-        assert_eq!((storm.due, storm.sent), (300, 300));
-        let total: u64 = phase.requests.values().sum();
-        assert_eq!(total, 100 + 400 + 300);
-        for o in [Outcome::Created, Outcome::Duplicate, Outcome::MultiStatus] {
-            assert!(phase.requests.get(&o).is_some_and(|n| *n > 0), "no {o:?}");
-        }
-        let naming = scenario.naming("");
-        let rrs = counter.rrs.lock().unwrap_or_else(PoisonError::into_inner);
-        let rrs: Vec<_> = rrs.values().cloned().collect();
-        let c = check::compare(&phase.accounts, |fp| naming.fingerprint(fp), &rrs);
-        assert_eq!(c.mismatches, 0, "{c:?}");
-        assert!(c.fingerprints > 5, "{c:?}");
-        // 90 % duplicates asked; the gateway saw them.
-        let share = phase.signals.duplicate_share();
-        assert!((share - 0.9).abs() < 0.06, "duplicate share {share}");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn server_errors_are_counted_and_fail_the_run() {
-        let counter = Arc::new(Counter {
-            fail_every: 10,
-            ..Counter::default()
-        });
-        let argv = "--rate 100 --duration 1s --warmup 0s";
-        let (scenario, phase) = run_against(&counter, argv, 256).await;
-        assert_eq!(phase.requests.get(&Outcome::ServerError), Some(&10));
-        assert!(!verdict(&phase, &scenario).problems.is_empty());
-        let outcomes = &phase.streams[0].outcomes;
-        assert!(outcomes.contains_key(&Outcome::ServerError));
-        assert_eq!(phase.signals.failed, 10);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn in_flight_cap_drops_and_reports() {
-        // One request in flight at a time, 2 ms apart, each taking over 1 ms: some are dropped.
-        let argv = "--rate 500 --duration 1s --warmup 0s";
-        let (scenario, phase) = run_against(&Arc::new(Counter::default()), argv, 1).await;
-        let steady = &phase.streams[0];
-        assert_eq!(steady.sent + steady.dropped, 500);
-        assert!(steady.dropped > 0, "nothing dropped");
-        let v = verdict(&phase, &scenario);
-        assert!(v.warnings.iter().any(|w| w.contains("dropped")), "{v:?}");
-    }
 }

@@ -1,43 +1,11 @@
-//! `gateway-loadtest`: an open-loop, constant-arrival-rate load generator for the gateway's
-//! HTTP API, with a report of latency per outcome (measured from each request's due time),
-//! Kubernetes writes per signal, an exact-count check against the RRs, gateway and
-//! control-plane memory and CPU, and a floor mode that issues the same Kubernetes writes
-//! directly. It reuses the gateway crate for every fact it shares with it: metric names, RR
-//! types, the adapters and the RR builder, the fingerprint, durations, `/proc` figures.
-//! See README.md.
-//!
-//! # Layout
-//! - `cli`: the options as given.
-//! - `scenario`: the scenario resolved from them, and the seeded request mix of each stream.
-//! - `payload`: the wire bodies, and the names and fingerprints they carry.
-//! - `schedule`: due times and the open-loop driver.
-//! - `load`: one phase — every stream driven against a sink.
-//! - `gateway_api`: the gateway sink (HTTP client) and reading its answers.
-//! - `floor`: the floor sink — the gateway's Kubernetes writes, issued directly.
-//! - `results`: the one results model of a phase, and the verdict.
-//! - `check`: the exact-count check and storm staleness, against the RRs.
-//! - `scrape`: what the gateways' `/metrics` say about a phase.
-//! - `stack`: self-start (control plane, gateway processes) and their process figures.
-//! - `report`: the phases as a table and as JSON.
-//! - `app`: the run from set-up to report.
-
-mod app;
-mod check;
-mod cli;
-mod floor;
-mod gateway_api;
-mod load;
-mod payload;
-mod report;
-mod results;
-mod scenario;
-mod schedule;
-mod scrape;
-mod stack;
+//! The `gateway-loadtest` binary: parse the options, run on a runtime of `--threads` workers,
+//! print the report (and write its JSON), and exit 0 (passed), 1 (failed) or 2 (not carried
+//! out). See the library's docs for the layout.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use gateway_loadtest::{app, cli};
 
 /// Exit code for a run that completed but failed (5xx, transport errors, count mismatches).
 const EXIT_FAILED_RUN: u8 = 1;

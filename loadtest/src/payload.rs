@@ -173,28 +173,28 @@ mod tests {
     use super::*;
 
     fn naming() -> Naming {
-        Naming {
-            run_id: "abc123".into(),
-            namespace: "loadtest".into(),
-            kind: TargetKind::Pod,
-            steady_pool: 10,
-        }
+        Naming::new("abc123", "loadtest", TargetKind::Pod, 10)
     }
 
     fn plan(route: Route, signals: &[(u32, u32)]) -> RequestPlan {
-        let signals = signals.iter().map(|&(fp, variant)| PlannedSignal {
-            fp,
-            variant,
-            first: true,
-        });
-        RequestPlan {
-            route,
-            signals: signals.collect(),
-        }
+        let signals = signals
+            .iter()
+            .map(|&(fp, variant)| PlannedSignal::new(fp, variant, true));
+        RequestPlan::new(route, signals.collect())
     }
 
     fn json(body: &[u8]) -> Value {
         serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// Whether the RFC 3339 time at `v` is within `secs` of `now`.
+    fn near(v: &Value, now: Timestamp, secs: f64) -> bool {
+        let at: Timestamp = v
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        now.duration_since(at).abs().as_secs_f64() <= secs
     }
 
     #[test]
@@ -216,10 +216,7 @@ mod tests {
         );
         let sha = hex::encode(Sha256::digest(b"loadtest:Pod:lt-abc123-3"));
         assert_eq!(fp, sha);
-        let deployments = Naming {
-            kind: TargetKind::Deployment,
-            ..naming()
-        };
+        let deployments = Naming::new("abc123", "loadtest", TargetKind::Deployment, 10);
         assert_ne!(fp, deployments.fingerprint(3));
         // What the gateway's own adapters compute from the bodies sent.
         let now = Timestamp::now();
@@ -249,31 +246,18 @@ mod tests {
         assert_eq!(a["labels"]["pod"], "lt-abc123-2");
         assert_eq!(a["labels"]["namespace"], "loadtest");
         assert_eq!(a["labels"]["alertname"], ALERT_NAMES[1]);
-        let starts: Timestamp = a["startsAt"]
-            .as_str()
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or(Timestamp::UNIX_EPOCH);
-        assert!(now.duration_since(starts).abs().as_secs_f64() < 1.0);
+        assert!(near(&a["startsAt"], now, 0.999));
     }
 
     #[test]
     fn event_body_shape() {
-        let n = Naming {
-            kind: TargetKind::Deployment,
-            ..naming()
-        };
+        let n = Naming::new("abc123", "loadtest", TargetKind::Deployment, 10);
         let now = Timestamp::now();
         let body = json(&n.body(&plan(Route::Event, &[(4, 2)]), 99, now));
         assert_eq!(body["type"], "Warning");
         assert_eq!(body["involvedObject"]["kind"], "Deployment");
         assert_eq!(body["involvedObject"]["name"], "lt-abc123-4");
         assert_eq!(body["reason"], EVENT_REASONS[2]);
-        let last: Timestamp = body["lastTimestamp"]
-            .as_str()
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or(Timestamp::UNIX_EPOCH);
-        assert!(now.duration_since(last).abs().as_secs_f64() <= 1.0);
+        assert!(near(&body["lastTimestamp"], now, 1.0));
     }
 }

@@ -243,9 +243,12 @@ impl Stream {
     pub fn drove(&mut self, clock: &StreamClock, drive: DriveStats, used: Option<u32>) {
         // n sends span n - 1 intervals, so an on-time stream reports exactly its rate.
         let span = drive.send_span.as_secs_f64();
-        let rate_of = |n: u64| match n > 1 && span > 0.0 {
-            true => (n - 1) as f64 / span,
-            false => n as f64 / clock.measure.as_secs_f64().max(1e-9),
+        let rate_of = |n: u64| {
+            if n > 1 && span > 0.0 {
+                (n - 1) as f64 / span
+            } else {
+                n as f64 / clock.measure.as_secs_f64().max(1e-9)
+            }
         };
         self.achieved_rate = rate_of(drive.sent);
         self.schedule_rate = rate_of(drive.sent + drive.dropped);
@@ -267,6 +270,9 @@ pub struct Account {
     /// Accepted signals reported without an RR name or count.
     pub unattributed: u64,
 }
+
+/// Per fingerprint index, what it received.
+pub type Accounts = HashMap<u32, Account>;
 
 /// Signal totals over the whole phase, warm-up included.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -380,7 +386,7 @@ pub struct Phase {
     pub signals: SignalTotals,
     /// Per fingerprint index, warm-up included.
     #[serde(skip)]
-    pub accounts: HashMap<u32, Account>,
+    pub accounts: Accounts,
     /// Distinct failure descriptions and their number, at most `MAX_DETAILS`.
     pub failures: BTreeMap<String, u64>,
     /// Kubernetes writes the completions reported (the floor's own calls).
@@ -588,10 +594,9 @@ mod tests {
     }
 
     fn judge(p: &Phase) -> Verdict {
-        verdict(
-            p,
-            &crate::scenario::parse("--seed 1").unwrap_or_else(|e| panic!("{e}")),
-        )
+        let args = <crate::cli::Args as clap::Parser>::try_parse_from(["x", "--seed", "1"]);
+        let scenario = args.unwrap_or_else(|e| panic!("{e}")).scenario.resolve();
+        verdict(p, &scenario.unwrap_or_else(|e| panic!("{e}")))
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, ensure};
 use gateway::api::routes::{EVENT_PATH, PROMETHEUS_PATH};
 use gateway::config::duration::parse as duration;
 use serde::Serialize;
@@ -92,70 +92,59 @@ const MAX_POOL: u64 = 10_000_000;
 impl Scenario {
     /// Validates the options and resolves the defaults that depend on others or on the clock.
     pub fn resolve(mut self) -> anyhow::Result<Self> {
+        let (rate, storm, ratio, share) = (
+            self.rate,
+            self.storm_rate,
+            self.duplicate_ratio,
+            self.event_share,
+        );
         let rate_ok = |r: f64| r.is_finite() && (0.0..=100_000.0).contains(&r);
-        let run_id_ok = self.run_id.as_ref().is_none_or(|r| {
-            (1..=20).contains(&r.len())
-                && r.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        });
-        let storm = self.storm_rate > 0.0;
-        let rules = [
-            (rate_ok(self.rate), "--rate must be within 0..=100000"),
-            (
-                rate_ok(self.storm_rate),
-                "--storm-rate must be within 0..=100000",
-            ),
-            (
-                self.rate > 0.0 || storm,
-                "nothing to send: --rate and --storm-rate are both 0",
-            ),
-            (
-                (0.0..=1.0).contains(&self.duplicate_ratio),
-                "--duplicate-ratio must be within 0..=1",
-            ),
-            (
-                (0.0..=1.0).contains(&self.event_share),
-                "--event-share must be within 0..=1",
-            ),
-            (
-                (1..=1000).contains(&self.alerts_per_payload),
-                "--alerts-per-payload must be within 1..=1000",
-            ),
-            (
-                self.rate == 0.0 || !self.duration.is_zero(),
-                "--duration must be positive",
-            ),
-            (
-                !storm || self.storm_fingerprints > 0,
-                "--storm-fingerprints must be positive",
-            ),
-            (
-                !storm || !self.storm_duration.is_zero(),
-                "--storm-duration must be positive",
-            ),
-            (
-                run_id_ok,
-                "--run-id must be 1..=20 lowercase letters or digits",
-            ),
-        ];
-        if let Some((_, why)) = rules.iter().find(|(ok, _)| !ok) {
-            bail!("{why}");
-        }
+        ensure!(
+            rate_ok(rate) && rate_ok(storm),
+            "rates must be within 0..=100000"
+        );
+        ensure!(
+            rate > 0.0 || storm > 0.0,
+            "nothing to send: --rate and --storm-rate are both 0"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&ratio),
+            "--duplicate-ratio must be within 0..=1"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&share),
+            "--event-share must be within 0..=1"
+        );
+        let batch = self.alerts_per_payload;
+        ensure!(
+            (1..=1000).contains(&batch),
+            "--alerts-per-payload must be within 1..=1000"
+        );
+        ensure!(
+            rate == 0.0 || !self.duration.is_zero(),
+            "--duration must be positive"
+        );
+        let storm_ok =
+            storm == 0.0 || (self.storm_fingerprints > 0 && !self.storm_duration.is_zero());
+        ensure!(
+            storm_ok,
+            "--storm-fingerprints and --storm-duration must be positive"
+        );
+        let id_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let id_ok = |r: &String| (1..=20).contains(&r.len()) && r.bytes().all(id_char);
+        ensure!(
+            self.run_id.as_ref().is_none_or(id_ok),
+            "--run-id must be 1..=20 lowercase letters or digits"
+        );
         if self.rate == 0.0 {
             (self.warmup, self.duration) = (Duration::ZERO, Duration::ZERO);
         }
-        if !storm {
+        if storm == 0.0 {
             self.storm_fingerprints = 0;
         }
         if self.fingerprints == 0 {
             let span = self.warmup + self.duration;
-            self.fingerprints = auto_pool(
-                self.rate,
-                span,
-                self.alerts_per_payload,
-                self.event_share,
-                self.duplicate_ratio,
-            );
+            self.fingerprints = auto_pool(rate, span, batch, share, ratio);
         }
         let total = u64::from(self.fingerprints) + u64::from(self.storm_fingerprints);
         if total > MAX_POOL {
@@ -181,42 +170,31 @@ impl Scenario {
 
     /// Names for a phase of the run; `suffix` tells phases apart (the floor gets its own RRs).
     pub fn naming(&self, suffix: &str) -> Naming {
-        Naming {
-            run_id: format!("{}{suffix}", self.run_id()),
-            namespace: self.label_namespace.clone(),
-            kind: self.target_kind,
-            steady_pool: self.fingerprints,
-        }
+        let run_id = format!("{}{suffix}", self.run_id());
+        Naming::new(
+            &run_id,
+            &self.label_namespace,
+            self.target_kind,
+            self.fingerprints,
+        )
     }
 
     /// The streams, each with its clock and its (seeded) request generator. The same
     /// scenario always yields the same requests, so the gateway and the floor see the same.
     pub fn streams(&self) -> Vec<(StreamKind, StreamClock, StreamGen)> {
         let seed = self.seed.unwrap_or_default();
-        let generator = |seed, picker| StreamGen {
-            rng: Rng::new(seed),
-            picker,
-            alerts_per_payload: self.alerts_per_payload.max(1),
-            event_share: self.event_share,
-        };
+        let (batch, share) = (self.alerts_per_payload.max(1), self.event_share);
+        let generator = |seed, picker| StreamGen(Rng(seed), picker, batch, share);
         let mut out = Vec::new();
         if self.rate > 0.0 {
-            let clock = StreamClock {
-                rate: self.rate,
-                start: Duration::ZERO,
-                warmup: self.warmup,
-                measure: self.duration,
-            };
+            let clock = StreamClock::new(self.rate, Duration::ZERO, self.warmup, self.duration);
             let picker = Picker::steady(self.fingerprints, self.duplicate_ratio);
             out.push((StreamKind::Steady, clock, generator(seed, picker)));
         }
         if self.storm_rate > 0.0 {
-            let clock = StreamClock {
-                rate: self.storm_rate,
-                start: self.warmup + self.storm_start,
-                warmup: Duration::ZERO,
-                measure: self.storm_duration,
-            };
+            let start = self.warmup + self.storm_start;
+            let clock =
+                StreamClock::new(self.storm_rate, start, Duration::ZERO, self.storm_duration);
             let picker = Picker::storm(self.fingerprints, self.storm_fingerprints);
             out.push((
                 StreamKind::Storm,
@@ -236,16 +214,10 @@ impl Scenario {
 
 /// A steady pool large enough that first sightings never run out: the expected number of
 /// new fingerprints plus a margin of 10 % and 100.
-pub fn auto_pool(
-    rate: f64,
-    span: Duration,
-    alerts_per_payload: u32,
-    event_share: f64,
-    duplicate_ratio: f64,
-) -> u32 {
+pub fn auto_pool(rate: f64, span: Duration, batch: u32, event_share: f64, ratio: f64) -> u32 {
     let requests = ticks_in(span, rate) as f64;
-    let per_request = event_share + (1.0 - event_share) * f64::from(alerts_per_payload);
-    let new = requests * per_request * (1.0 - duplicate_ratio);
+    let per_request = event_share + (1.0 - event_share) * f64::from(batch);
+    let new = requests * per_request * (1.0 - ratio);
     // The epsilon absorbs float noise (3575.0000000001 is 3575).
     let pool = (new * 1.1 + 100.0 - 1e-6).ceil();
     pool.min(MAX_POOL as f64) as u32
@@ -279,17 +251,13 @@ impl StreamKind {
     }
 }
 
-/// A small, fast, seedable generator (SplitMix64). Statistical quality is ample for choosing
-/// fingerprints, and it keeps the tool free of a `rand` dependency.
+/// A small, fast, seedable generator (SplitMix64): the same seed yields the same sequence.
+/// Statistical quality is ample for choosing fingerprints, and it keeps the tool free of a
+/// `rand` dependency.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    /// A generator that yields the same sequence for the same seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -350,19 +318,23 @@ pub struct RequestPlan {
     pub signals: Vec<PlannedSignal>,
 }
 
+impl PlannedSignal {
+    /// Signal `variant` about fingerprint index `fp`.
+    pub fn new(fp: u32, variant: u32, first: bool) -> Self {
+        PlannedSignal { fp, variant, first }
+    }
+}
+
 impl RequestPlan {
+    /// `signals` on `route`.
+    pub fn new(route: Route, signals: Vec<PlannedSignal>) -> Self {
+        RequestPlan { route, signals }
+    }
+
     /// A webhook of first sightings of `fps`, variant 0.
     pub fn alerts(fps: &[u32]) -> Self {
-        let signal = |&fp| PlannedSignal {
-            fp,
-            variant: 0,
-            first: true,
-        };
-        let signals = fps.iter().map(signal).collect();
-        RequestPlan {
-            route: Route::Alertmanager,
-            signals,
-        }
+        let signals = fps.iter().map(|&fp| PlannedSignal::new(fp, 0, true));
+        RequestPlan::new(Route::Alertmanager, signals.collect())
     }
 }
 
@@ -371,21 +343,22 @@ impl RequestPlan {
 pub enum Picker {
     /// Steady traffic over `0..pool`, so that a given fraction of signals repeats a fingerprint
     /// already sent: first sightings in order from the unseen part, duplicates uniformly from
-    /// the `seen` part. Once the pool is used up every further signal is a duplicate (the
-    /// report shows the achieved ratio).
+    /// the seen part `0..seen`. Once the pool is used up every further signal is a duplicate
+    /// (the report shows the achieved ratio).
     Steady {
         /// Pool size.
         pool: u32,
-        /// Fingerprints sent at least once so far (`0..seen`).
+        /// Fingerprints sent so far.
         seen: u32,
         /// Target share of duplicates.
-        duplicate_ratio: f64,
+        ratio: f64,
     },
-    /// A storm: uniform over the small pool `base..base + seen.len()`.
+    /// A storm: uniform over the small pool `base..base + seen.len()`; `seen` marks first
+    /// sightings.
     Storm {
         /// First index of the pool.
         base: u32,
-        /// Which members were already sent (to mark first sightings).
+        /// Which members were already sent.
         seen: Vec<bool>,
     },
 }
@@ -393,31 +366,22 @@ pub enum Picker {
 impl Picker {
     /// A steady picker over `0..pool`.
     pub fn steady(pool: u32, duplicate_ratio: f64) -> Self {
-        Picker::Steady {
-            pool,
-            seen: 0,
-            duplicate_ratio,
-        }
+        let (seen, ratio) = (0, duplicate_ratio);
+        Picker::Steady { pool, seen, ratio }
     }
 
     /// A storm picker over `base..base + size`.
     pub fn storm(base: u32, size: u32) -> Self {
-        Picker::Storm {
-            base,
-            seen: vec![false; size.max(1) as usize],
-        }
+        let seen = vec![false; size.max(1) as usize];
+        Picker::Storm { base, seen }
     }
 
     /// The next fingerprint index and whether it is a first sighting.
     pub fn pick(&mut self, rng: &mut Rng) -> (u32, bool) {
         match self {
-            Picker::Steady {
-                pool,
-                seen,
-                duplicate_ratio,
-            } => {
-                let want_new = *seen == 0 || rng.next_f64() >= *duplicate_ratio;
-                if want_new && *seen < *pool {
+            Picker::Steady { pool, seen, ratio } => {
+                let want_new = *seen == 0 || rng.next_f64() >= *ratio;
+                if want_new && seen < pool {
                     *seen += 1;
                     (*seen - 1, true)
                 } else {
@@ -441,56 +405,42 @@ impl Picker {
     }
 }
 
-/// Produces the request sequence of one stream.
+/// Produces the request sequence of one stream: its generator, its picker, the alerts per
+/// webhook and the share of requests on the Event route.
 #[derive(Clone, Debug)]
-pub struct StreamGen {
-    rng: Rng,
-    /// Which fingerprints.
-    pub picker: Picker,
-    alerts_per_payload: u32,
-    event_share: f64,
-}
+pub struct StreamGen(Rng, pub Picker, u32, f64);
 
 impl StreamGen {
+    /// Steady pool fingerprints sent so far (`None` for a storm).
+    pub fn fingerprints_seen(&self) -> Option<u32> {
+        self.1.seen()
+    }
+
     /// The next request.
     pub fn next_request(&mut self) -> RequestPlan {
-        let event = self.event_share > 0.0 && self.rng.next_f64() < self.event_share;
-        let (route, n) = match event {
-            true => (Route::Event, 1),
-            false => (Route::Alertmanager, self.alerts_per_payload),
+        let StreamGen(rng, picker, batch, event_share) = self;
+        let event = *event_share > 0.0 && rng.next_f64() < *event_share;
+        let (route, n) = if event {
+            (Route::Event, 1)
+        } else {
+            (Route::Alertmanager, *batch)
         };
         let signals = (0..n).map(|_| {
-            let (fp, first) = self.picker.pick(&mut self.rng);
-            let variant = self.rng.below(1 << 16);
-            PlannedSignal { fp, variant, first }
+            let (fp, first) = picker.pick(rng);
+            PlannedSignal::new(fp, rng.below(1 << 16), first)
         });
-        RequestPlan {
-            route,
-            signals: signals.collect(),
-        }
+        RequestPlan::new(route, signals.collect())
     }
-}
-
-/// The scenario of a command line (`--rate 50 --seed 1`), resolved, for tests.
-#[cfg(test)]
-pub fn parse(argv: &str) -> anyhow::Result<Scenario> {
-    use clap::Parser;
-    let argv = std::iter::once("gateway-loadtest").chain(argv.split_whitespace());
-    crate::cli::Args::try_parse_from(argv)?.scenario.resolve()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ok(argv: &str) -> Scenario {
-        parse(argv).unwrap_or_else(|e| panic!("{argv}: {e}"))
-    }
-
     #[test]
     fn rng_is_reproducible_and_in_range() {
-        let mut a = Rng::new(7);
-        let mut b = Rng::new(7);
+        let mut a = Rng(7);
+        let mut b = Rng(7);
         for _ in 0..1000 {
             let x = a.next_f64();
             assert_eq!(x.to_bits(), b.next_f64().to_bits());
@@ -502,7 +452,7 @@ mod tests {
 
     #[test]
     fn duplicate_ratio_is_achieved() {
-        let mut rng = Rng::new(1);
+        let mut rng = Rng(1);
         let mut p = Picker::steady(1_000_000, 0.9);
         let n = 100_000;
         let firsts = (0..n).filter(|_| p.pick(&mut rng).1).count();
@@ -513,7 +463,7 @@ mod tests {
 
     #[test]
     fn first_sightings_are_new_and_duplicates_are_seen() {
-        let mut rng = Rng::new(3);
+        let mut rng = Rng(3);
         let mut p = Picker::steady(50, 0.5);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..1000 {
@@ -527,102 +477,11 @@ mod tests {
 
     #[test]
     fn first_signal_is_always_new_even_at_ratio_one() {
-        let mut rng = Rng::new(3);
+        let mut rng = Rng(3);
         let mut p = Picker::steady(10, 1.0);
         assert_eq!(p.pick(&mut rng), (0, true));
         for _ in 0..100 {
             assert_eq!(p.pick(&mut rng), (0, false));
         }
-    }
-
-    #[test]
-    fn storm_stays_in_its_pool() {
-        let s =
-            ok("--rate 0 --storm-rate 10 --storm-fingerprints 100 --fingerprints 1000 --seed 5");
-        let (_, _, mut g) = s.streams().remove(0);
-        let mut firsts = 0;
-        for _ in 0..5000 {
-            let r = g.next_request();
-            assert_eq!(r.route, Route::Alertmanager);
-            let s = r.signals[0];
-            assert!((1000..1100).contains(&s.fp));
-            firsts += usize::from(s.first);
-        }
-        assert_eq!(firsts, 100);
-    }
-
-    #[test]
-    fn event_share_and_batch_size() {
-        let s = ok("--fingerprints 1000000 --alerts-per-payload 3 --event-share 0.25 --seed 9");
-        let (_, _, mut g) = s.streams().remove(0);
-        let n = 20_000;
-        let mut events = 0;
-        for _ in 0..n {
-            let r = g.next_request();
-            match r.route {
-                Route::Event => {
-                    events += 1;
-                    assert_eq!(r.signals.len(), 1);
-                }
-                Route::Alertmanager => assert_eq!(r.signals.len(), 3),
-            }
-        }
-        let share = events as f64 / n as f64;
-        assert!((share - 0.25).abs() < 0.02, "event share {share}");
-    }
-
-    #[test]
-    fn defaults_resolve() {
-        let s = ok("--seed 42");
-        assert_eq!(s.run_id().len(), 6);
-        // 35 s × 100/s × 10 % new = 350, plus margin.
-        assert_eq!(s.fingerprints, 485);
-        assert_eq!(s.storm_fingerprints, 0);
-        assert_eq!(s.streams().len(), 1);
-        assert_eq!(s.length(), Duration::from_secs(35));
-    }
-
-    #[test]
-    fn storm_only() {
-        let s = ok("--rate 0 --storm-rate 2000 --storm-duration 10s --storm-fingerprints 100");
-        let streams = s.streams();
-        assert_eq!(streams.len(), 1);
-        assert_eq!(streams[0].0, StreamKind::Storm);
-        assert_eq!(streams[0].1.total_ticks(), 20_000);
-        assert_eq!(s.pool(), s.fingerprints + 100);
-        assert_eq!(s.length(), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn storm_alongside_steady_starts_after_warmup() {
-        let s = ok("--rate 100 --warmup 2s --duration 20s --storm-rate 500 --storm-start 5s");
-        let streams = s.streams();
-        assert_eq!(streams[1].1.start, Duration::from_secs(7));
-        assert_eq!(s.length(), Duration::from_secs(22));
-    }
-
-    #[test]
-    fn rejects_bad_options() {
-        for bad in [
-            "--duplicate-ratio 1.5",
-            "--rate 0",
-            "--alerts-per-payload 0",
-            "--event-share=-0.1",
-            "--run-id Bad_Id",
-            "--rate 0 --storm-rate 10 --storm-fingerprints 0",
-        ] {
-            assert!(parse(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn auto_pool_covers_new_fingerprints() {
-        let pool = |rate, secs, batch, events, ratio| {
-            auto_pool(rate, Duration::from_secs(secs), batch, events, ratio)
-        };
-        assert_eq!(pool(1000.0, 60, 1, 0.0, 0.9), 6700);
-        assert_eq!(pool(100.0, 10, 1, 0.0, 1.0), 100);
-        // Batches of 4, a quarter of requests on the Event route: 3.25 signals per request.
-        assert_eq!(pool(100.0, 10, 4, 0.25, 0.0), 3675);
     }
 }

@@ -50,21 +50,13 @@ fn parse_line(line: &str) -> Option<Sample> {
     if line.is_empty() || line.starts_with('#') {
         return None;
     }
-    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
-    let name = &line[..name_end];
-    let mut rest = &line[name_end..];
-    let mut labels = BTreeMap::new();
-    if let Some(after) = rest.strip_prefix('{') {
-        let (parsed, tail) = parse_labels(after)?;
-        labels = parsed;
-        rest = tail;
-    }
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().ok()?,
+    let (name, rest) = line.split_at(line.find(|c: char| c == '{' || c.is_whitespace())?);
+    let (labels, rest) = match rest.strip_prefix('{') {
+        Some(after) => parse_labels(after)?,
+        None => (BTreeMap::new(), rest),
     };
+    // `+Inf` and `-Inf` parse as Rust floats.
+    let value = rest.split_whitespace().next()?.parse().ok()?;
     Some(Sample {
         name: name.to_owned(),
         labels,
@@ -103,7 +95,7 @@ fn parse_labels(mut s: &str) -> Option<(BTreeMap<String, String>, &str)> {
 
 /// Samples named `name`, summed by the values of `keys` joined with `/` (all under `""` when
 /// `keys` is empty).
-pub fn by_labels(samples: &[Sample], name: &str, keys: &[&str]) -> BTreeMap<String, f64> {
+pub fn by_labels(samples: &[Sample], name: &str, keys: &[&str]) -> Sums {
     let mut out = BTreeMap::new();
     for s in samples.iter().filter(|s| s.name == name) {
         let key: Vec<&str> = keys
@@ -114,6 +106,9 @@ pub fn by_labels(samples: &[Sample], name: &str, keys: &[&str]) -> BTreeMap<Stri
     }
     out
 }
+
+/// Sums by label values.
+pub type Sums = BTreeMap<String, f64>;
 
 /// One scrape of every replica.
 pub type Scrape = Vec<Vec<Sample>>;
@@ -133,12 +128,7 @@ pub async fn scrape(http: &HttpClient, metrics: &[String]) -> Result<Scrape, Str
 }
 
 /// The increase of `name` from `before` to `after`, summed over the replicas, by `keys`.
-fn delta(
-    before: &[Vec<Sample>],
-    after: &[Vec<Sample>],
-    name: &str,
-    keys: &[&str],
-) -> BTreeMap<String, f64> {
+fn delta(before: &[Vec<Sample>], after: &[Vec<Sample>], name: &str, keys: &[&str]) -> Sums {
     let mut out = BTreeMap::new();
     for (sign, snap) in [(1.0, after), (-1.0, before)] {
         for (k, v) in snap.iter().flat_map(|s| by_labels(s, name, keys)) {

@@ -228,11 +228,8 @@ pub fn control_plane_pids() -> Vec<u32> {
 }
 
 /// A control plane with the RR CRD, the RR namespace created, and the RR write path warm.
-pub async fn start_control_plane(
-    storage: EtcdStorage,
-    namespace: &str,
-    kubeconfig: PathBuf,
-) -> anyhow::Result<ControlPlane> {
+pub async fn start_control_plane(args: &Args, kubeconfig: PathBuf) -> anyhow::Result<ControlPlane> {
+    let (namespace, storage) = (args.namespace.as_str(), args.etcd_storage);
     let storage = match storage {
         EtcdStorage::Tmpfs => Storage::Tmpfs,
         EtcdStorage::Disk => Storage::Disk,
@@ -262,12 +259,8 @@ pub async fn start_control_plane(
 /// Waits until a watch on RRs can start. Right after the CRD is installed the apiserver
 /// answers watches with 429 "storage is (re)initializing" for a moment; gateways started then
 /// would begin with a failed watch, which is not what a benchmark should measure.
-async fn wait_rr_watch(
-    client: &kube::Client,
-    namespace: &str,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), namespace);
+async fn wait_rr_watch(client: &kube::Client, ns: &str, timeout: Duration) -> anyhow::Result<()> {
+    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), ns);
     let (deadline, params) = (Instant::now() + timeout, WatchParams::default().timeout(1));
     // Bounded by the deadline.
     loop {
