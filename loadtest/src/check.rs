@@ -2,114 +2,51 @@
 //! fingerprint this run sent, the RRs carrying it must add up to the signals accepted for it,
 //! and the counts returned for each RR must be exactly `1..=occurrenceCount`, each once.
 //!
-//! The comparison is pure (`compare`); `fetch_rrs` lists the RRs through the Kubernetes API
-//! and `converge` repeats both until they agree or a deadline passes, because a new RR's
-//! `status.deduplication` is written just after its 201 (the create answers first).
+//! The comparison is pure ([`compare`]); [`converge`] lists the RRs (the gateway's own typed
+//! `RemediationRequest`) and repeats until they agree or a deadline passes, because a new RR's
+//! `status.deduplication` is written just after its 201. [`storm_staleness`] measures how long
+//! the storm blocks take to catch up with the deduplication history.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use std::time::Duration;
+use tokio::time::Instant;
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use gateway::k8s::types::{RemediationRequest as Rr, RemediationRequestStatus};
+use kube::api::{Api, ListParams};
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::recorder::FingerprintAccount;
+use crate::payload::Naming;
+use crate::results::{Accounts, Phase};
 
-/// The RR API resource.
-pub fn rr_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kubernaut.ai", "v1alpha1", "RemediationRequest"),
-        "remediationrequests",
-    )
+/// The check's result, as the report carries it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum CountCheck {
+    /// Compared; see `mismatches`.
+    Done(Counts),
+    /// Not compared, and why (no Kubernetes access): does not fail the run.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// The RRs could not be listed: fails the run.
+    Failed {
+        /// Why.
+        reason: String,
+    },
 }
 
-/// What the check needs of one RR.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RrState {
-    /// `metadata.name`.
-    pub name: String,
-    /// `spec.signalFingerprint`.
-    pub fingerprint: String,
-    /// `status.deduplication.occurrenceCount`, when written. An RR whose status the gateway
-    /// has not initialised (the background write after the create failed or is pending) has
-    /// had exactly its first occurrence: it counts as 1.
-    pub count: Option<u64>,
-    /// `status.stormAggregation.isPartOfStorm`.
-    pub storm: bool,
-    /// The deduplication history says the RR is in a storm, but `status.stormAggregation`
-    /// does not (yet) show the values that history implies.
-    pub storm_behind: bool,
-}
-
-impl RrState {
-    /// Reads an RR as returned by the API; `None` when it has no fingerprint.
-    pub fn from_object(o: &DynamicObject) -> Option<Self> {
-        let fingerprint = o
-            .data
-            .pointer("/spec/signalFingerprint")
-            .and_then(Value::as_str)?
-            .to_owned();
-        Some(RrState {
-            name: o.metadata.name.clone().unwrap_or_default(),
-            fingerprint,
-            count: o
-                .data
-                .pointer("/status/deduplication/occurrenceCount")
-                .and_then(Value::as_u64),
-            storm: o
-                .data
-                .pointer("/status/stormAggregation/isPartOfStorm")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            storm_behind: storm_behind(&o.data),
-        })
+impl Default for CountCheck {
+    fn default() -> Self {
+        let reason = "not run".into();
+        CountCheck::Skipped { reason }
     }
 }
 
-/// Whether an RR's storm block lags its deduplication history: once the history records the
-/// crossing (`stormDetectedCount`), `aggregatedCount` must be `occurrenceCount -
-/// stormDetectedCount + 1`.
-fn storm_behind(data: &Value) -> bool {
-    let count = data
-        .pointer("/status/deduplication/occurrenceCount")
-        .and_then(Value::as_i64);
-    let detected = data
-        .pointer("/status/deduplication/stormDetectedCount")
-        .and_then(Value::as_i64);
-    let aggregated = data
-        .pointer("/status/stormAggregation/aggregatedCount")
-        .and_then(Value::as_i64);
-    match (count, detected) {
-        (Some(count), Some(detected)) => aggregated != Some(count - detected + 1),
-        _ => false,
-    }
-}
-
-/// Storm-status staleness: from `since` (the end of the load) until no RR's storm block lags
-/// its deduplication history, polled every 20 ms; `None` if that did not happen within
-/// `deadline`.
-pub async fn storm_staleness(
-    client: &kube::Client,
-    namespace: &str,
-    since: tokio::time::Instant,
-    deadline: Duration,
-) -> anyhow::Result<Option<Duration>> {
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        let rrs = fetch_rrs(client, namespace).await?;
-        if !rrs.iter().any(|r| r.storm_behind) {
-            return Ok(Some(since.elapsed()));
-        }
-        if tokio::time::Instant::now() >= until {
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Result of the check.
+/// What the comparison found.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct CountCheck {
+pub struct Counts {
     /// Fingerprints compared.
     pub fingerprints: u64,
     /// Fingerprints not compared because some of their signals failed.
@@ -126,32 +63,57 @@ pub struct CountCheck {
     pub examples: Vec<String>,
 }
 
-impl CountCheck {
+impl Counts {
     fn mismatch(&mut self, what: String) {
         self.mismatches += 1;
         if self.examples.len() < 10 {
             self.examples.push(what);
         }
     }
-
-    /// True when everything agreed.
-    pub fn passed(&self) -> bool {
-        self.mismatches == 0
-    }
 }
 
-/// Compares what the gateway reported per fingerprint with the RRs in the cluster.
-/// `fingerprint_of` maps a fingerprint index to its hex fingerprint.
-pub fn compare(
-    accounts: &HashMap<u32, FingerprintAccount>,
-    fingerprint_of: impl Fn(u32) -> String,
-    rrs: &[RrState],
-) -> CountCheck {
-    let mut by_fp: HashMap<&str, Vec<&RrState>> = HashMap::new();
+/// `status.deduplication.occurrenceCount`, when written. An RR whose status the gateway has not
+/// initialised (the write after the create failed or is pending) has had exactly its first
+/// occurrence: callers count it as 1.
+fn count(rr: &Rr) -> Option<u64> {
+    let dedup = rr.status.as_ref()?.deduplication.as_ref()?;
+    u64::try_from(dedup.occurrence_count).ok()
+}
+
+fn in_storm(rr: &Rr) -> bool {
+    let storm = rr
+        .status
+        .as_ref()
+        .and_then(|s| s.storm_aggregation.as_ref());
+    storm.is_some_and(|s| s.is_part_of_storm)
+}
+
+/// Whether an RR's storm block lags its deduplication history: once the history records the
+/// crossing (`stormDetectedCount`), `aggregatedCount` must be `occurrenceCount -
+/// stormDetectedCount + 1`.
+fn storm_behind(status: Option<&RemediationRequestStatus>) -> bool {
+    let Some(dedup) = status.and_then(|s| s.deduplication.as_ref()) else {
+        return false;
+    };
+    let aggregated = status
+        .and_then(|s| s.storm_aggregation.as_ref())
+        .map(|s| s.aggregated_count);
+    dedup
+        .storm_detected_count
+        .is_some_and(|detected| aggregated != Some(dedup.occurrence_count - detected + 1))
+}
+
+/// Compares what the sink reported per fingerprint index with the RRs in the cluster.
+/// `fp_of` maps a fingerprint index to its hex fingerprint.
+pub fn compare(accounts: &Accounts, fp_of: impl Fn(u32) -> String, rrs: &[Rr]) -> Counts {
+    let mut by_fp: HashMap<&str, Vec<&Rr>> = HashMap::new();
     for rr in rrs {
-        by_fp.entry(rr.fingerprint.as_str()).or_default().push(rr);
+        by_fp
+            .entry(&rr.spec.signal_fingerprint)
+            .or_default()
+            .push(rr);
     }
-    let mut check = CountCheck::default();
+    let mut check = Counts::default();
     let mut fps: Vec<_> = accounts.iter().collect();
     fps.sort_by_key(|(fp, _)| **fp);
     for (&idx, account) in fps {
@@ -165,27 +127,23 @@ pub fn compare(
             continue;
         }
         check.fingerprints += 1;
-        let fp = fingerprint_of(idx);
+        let fp = fp_of(idx);
         let found = by_fp
             .get(fp.as_str())
             .map(Vec::as_slice)
             .unwrap_or_default();
         check.rrs += found.len() as u64;
-        check.rrs_in_storm += found.iter().filter(|r| r.storm).count() as u64;
-        if found.len() > 1 {
-            check.fingerprints_with_several_rrs += 1;
-        }
-        let total: u64 = found.iter().map(|r| r.count.unwrap_or(1)).sum();
+        check.rrs_in_storm += found.iter().filter(|r| in_storm(r)).count() as u64;
+        check.fingerprints_with_several_rrs += u64::from(found.len() > 1);
+        let named: BTreeMap<&str, Option<u64>> = found
+            .iter()
+            .map(|r| (r.metadata.name.as_deref().unwrap_or_default(), count(r)))
+            .collect();
+        let total: u64 = named.values().map(|c| c.unwrap_or(1)).sum();
         if total != account.accepted {
-            let names: Vec<String> = found
+            let names: Vec<String> = named
                 .iter()
-                .map(|r| {
-                    format!(
-                        "{}={}",
-                        r.name,
-                        r.count.map_or("unset".into(), |c| c.to_string())
-                    )
-                })
+                .map(|(name, c)| format!("{name}={}", c.map_or("unset".into(), |c| c.to_string())))
                 .collect();
             check.mismatch(format!(
                 "fingerprint #{idx} {}: {} accepted, RRs count {total} [{}]",
@@ -200,8 +158,6 @@ pub fn compare(
                 account.unattributed
             ));
         }
-        let named: BTreeMap<&str, Option<u64>> =
-            found.iter().map(|r| (r.name.as_str(), r.count)).collect();
         for (rr, counts) in &account.counts {
             let Some(&final_count) = named.get(rr.as_str()) else {
                 check.mismatch(format!("RR {rr} was reported but is not in the cluster"));
@@ -221,7 +177,7 @@ pub fn compare(
 /// Names what is wrong with the counts reported for one RR.
 fn describe_counts(rr: &str, sorted: &[u64], final_count: u64) -> String {
     let repeated = sorted.windows(2).filter(|w| w[0] == w[1]).count();
-    let present: std::collections::BTreeSet<u64> = sorted.iter().copied().collect();
+    let present: BTreeSet<u64> = sorted.iter().copied().collect();
     let missing = (1..=final_count).filter(|n| !present.contains(n)).count();
     let beyond = sorted
         .iter()
@@ -233,109 +189,135 @@ fn describe_counts(rr: &str, sorted: &[u64], final_count: u64) -> String {
     )
 }
 
-/// Lists every RR in `namespace`, 500 at a time.
-pub async fn fetch_rrs(
-    client: &kube::Client,
-    namespace: &str,
-) -> Result<Vec<RrState>, kube::Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &rr_resource());
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
+/// Lists every RR `api` sees, 500 at a time.
+pub async fn fetch_rrs(api: &Api<Rr>) -> Result<Vec<Rr>, kube::Error> {
+    let (mut out, mut lp) = (Vec::new(), ListParams::default().limit(500));
     // Bounded: each page advances the continue token, and the API ends the list.
     loop {
-        let mut lp = ListParams::default().limit(500);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
         let page = api.list(&lp).await?;
-        out.extend(page.items.iter().filter_map(RrState::from_object));
+        out.extend(page.items);
         match page.metadata.continue_ {
-            Some(t) if !t.is_empty() => token = Some(t),
+            Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
             _ => return Ok(out),
         }
     }
 }
 
-/// Lists and compares until the check passes or `deadline` elapses; returns the last result.
-pub async fn converge(
-    client: &kube::Client,
-    namespace: &str,
-    accounts: &HashMap<u32, FingerprintAccount>,
-    fingerprint_of: impl Fn(u32) -> String,
-    deadline: Duration,
-) -> anyhow::Result<CountCheck> {
-    let until = tokio::time::Instant::now() + deadline;
+/// Lists and compares the RRs of `phase` until they agree or `t` elapses; the last result.
+pub async fn converge(api: &Api<Rr>, phase: &Phase, naming: &Naming, t: Duration) -> CountCheck {
+    let until = Instant::now() + t;
     loop {
-        let rrs = fetch_rrs(client, namespace).await?;
-        let check = compare(accounts, &fingerprint_of, &rrs);
-        if check.passed() || tokio::time::Instant::now() >= until {
-            return Ok(check);
+        let rrs = match fetch_rrs(api).await {
+            Ok(rrs) => rrs,
+            Err(e) => {
+                return CountCheck::Failed {
+                    reason: format!("listing RRs: {e}"),
+                };
+            }
+        };
+        let counts = compare(&phase.accounts, |fp| naming.fingerprint(fp), &rrs);
+        if counts.mismatches == 0 || Instant::now() >= until {
+            return CountCheck::Done(counts);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
+/// Storm-status staleness: from `since` (the end of the load) until no RR's storm block lags
+/// its deduplication history, polled every 20 ms; `None` if that did not happen within
+/// `within` (or the RRs could not be listed).
+pub async fn storm_staleness(api: &Api<Rr>, since: Instant, within: Duration) -> Option<Duration> {
+    let until = Instant::now() + within;
+    loop {
+        let rrs = fetch_rrs(api).await.ok()?;
+        if !rrs.iter().any(|r| storm_behind(r.status.as_ref())) {
+            return Some(since.elapsed());
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
     fn fp(i: u32) -> String {
         format!("{i:064x}")
     }
 
-    fn rr(name: &str, i: u32, count: Option<u64>) -> RrState {
-        RrState {
-            name: name.into(),
-            fingerprint: fp(i),
-            count,
-            storm: false,
-            storm_behind: false,
-        }
+    /// An RR as the API returns it, with `status` as given.
+    fn rr_with(name: &str, fingerprint: &str, status: Value) -> Rr {
+        let at = "2026-01-01T00:00:00Z";
+        let rr = json!({
+            "apiVersion": "kubernaut.ai/v1alpha1", "kind": "RemediationRequest",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {
+                "signalFingerprint": fingerprint, "signalName": "A", "severity": "critical",
+                "signalType": "alert", "signalSource": "prometheus", "targetType": "kubernetes",
+                "targetResource": {"kind": "Pod", "name": "p"}, "firingTime": at, "receivedTime": at,
+            },
+            "status": status,
+        });
+        serde_json::from_value(rr).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn account(counts: &[(&str, &[u64])]) -> FingerprintAccount {
-        let mut a = FingerprintAccount::default();
-        for (name, cs) in counts {
-            a.accepted += cs.len() as u64;
-            a.counts.insert((*name).into(), cs.to_vec());
+    /// `status` with `occurrenceCount` `count`.
+    fn counted(count: u64) -> Value {
+        let at = "2026-01-01T00:00:00Z";
+        json!({"deduplication": {"occurrenceCount": count, "firstSeenAt": at, "lastSeenAt": at}})
+    }
+
+    /// RRs named `name` for fingerprint `i` with `count` (`None`: no status yet).
+    fn rrs(list: &[(&str, u32, Option<u64>)]) -> Vec<Rr> {
+        let rr =
+            |&(name, i, c): &(&str, u32, Option<u64>)| rr_with(name, &fp(i), c.map(counted).into());
+        list.iter().map(rr).collect()
+    }
+
+    /// Per fingerprint index: the counts reported for each RR name.
+    fn accounts(list: &[(u32, &str, &[u64])]) -> Accounts {
+        let mut out = Accounts::new();
+        for &(i, name, counts) in list {
+            let a = out.entry(i).or_default();
+            a.accepted += counts.len() as u64;
+            a.counts.insert(name.into(), counts.to_vec());
         }
-        a
+        out
     }
 
     #[test]
     fn exact_counts_pass() {
-        let accounts = HashMap::from([
-            (1, account(&[("rr-1", &[2, 1, 3])])),
-            (2, account(&[("rr-2", &[1])])),
+        let accounts = accounts(&[(1, "rr-1", &[2, 1, 3]), (2, "rr-2", &[1])]);
+        let rrs = rrs(&[
+            ("rr-1", 1, Some(3)),
+            ("rr-2", 2, Some(1)),
+            ("other", 9, Some(4)),
         ]);
-        let rrs = vec![
-            rr("rr-1", 1, Some(3)),
-            rr("rr-2", 2, Some(1)),
-            rr("other", 9, Some(4)),
-        ];
         let c = compare(&accounts, fp, &rrs);
-        assert!(c.passed(), "{c:?}");
-        assert_eq!(c.fingerprints, 2);
-        assert_eq!(c.rrs, 2);
+        assert_eq!((c.mismatches, c.fingerprints, c.rrs), (0, 2, 2), "{c:?}");
     }
 
     #[test]
     fn lost_increment_is_caught() {
         // Three accepted, but the RR only counted two and a count was handed out twice.
-        let accounts = HashMap::from([(1, account(&[("rr-1", &[1, 2, 2])]))]);
-        let c = compare(&accounts, fp, &[rr("rr-1", 1, Some(2))]);
+        let c = compare(
+            &accounts(&[(1, "rr-1", &[1, 2, 2])]),
+            fp,
+            &rrs(&[("rr-1", 1, Some(2))]),
+        );
         assert_eq!(c.mismatches, 2, "{c:?}");
         assert!(c.examples[1].contains("1 repeated"), "{:?}", c.examples);
     }
 
     #[test]
     fn unset_status_counts_one_and_a_missing_rr_is_a_mismatch() {
-        let accounts = HashMap::from([
-            (1, account(&[("rr-1", &[1])])),
-            (2, account(&[("rr-2", &[1])])),
-            (3, account(&[("rr-3", &[1, 2])])),
-        ]);
-        let c = compare(&accounts, fp, &[rr("rr-1", 1, None), rr("rr-3", 3, None)]);
+        let accounts = accounts(&[(1, "rr-1", &[1]), (2, "rr-2", &[1]), (3, "rr-3", &[1, 2])]);
+        let c = compare(&accounts, fp, &rrs(&[("rr-1", 1, None), ("rr-3", 3, None)]));
         // fp 1: an uninitialised RR is its first occurrence, exact; fp 2: sum 0 ≠ 1 and RR
         // missing; fp 3: sum 1 ≠ 2, and counts [1, 2] ≠ 1..=1.
         assert_eq!(c.mismatches, 4, "{c:?}");
@@ -343,67 +325,68 @@ mod tests {
 
     #[test]
     fn fingerprints_with_failures_are_skipped_not_compared() {
-        let mut failed = account(&[("rr-1", &[1, 2])]);
-        failed.failed = 1;
-        let accounts = HashMap::from([(1, failed), (2, account(&[("rr-2", &[1])]))]);
+        let mut accounts = accounts(&[(1, "rr-1", &[1, 2]), (2, "rr-2", &[1])]);
+        accounts.entry(1).or_default().failed = 1;
         // RR 1 counted the failed signal too (3); RR 2 is exact.
         let c = compare(
             &accounts,
             fp,
-            &[rr("rr-1", 1, Some(3)), rr("rr-2", 2, Some(1))],
+            &rrs(&[("rr-1", 1, Some(3)), ("rr-2", 2, Some(1))]),
         );
-        assert!(c.passed(), "{c:?}");
+        assert_eq!(c.mismatches, 0, "{c:?}");
         assert_eq!((c.fingerprints, c.fingerprints_skipped), (1, 1));
     }
 
     #[test]
     fn several_rrs_sum_up() {
-        let accounts = HashMap::from([(1, account(&[("rr-a", &[1, 2]), ("rr-b", &[1])]))]);
+        let accounts = accounts(&[(1, "rr-a", &[1, 2]), (1, "rr-b", &[1])]);
         let c = compare(
             &accounts,
             fp,
-            &[rr("rr-a", 1, Some(2)), rr("rr-b", 1, Some(1))],
+            &rrs(&[("rr-a", 1, Some(2)), ("rr-b", 1, Some(1))]),
         );
-        assert!(c.passed(), "{c:?}");
-        assert_eq!(c.fingerprints_with_several_rrs, 1);
+        assert_eq!(
+            (c.mismatches, c.fingerprints_with_several_rrs),
+            (0, 1),
+            "{c:?}"
+        );
+    }
+
+    /// A status with `occurrenceCount` 9, the storm crossing at `detected`, and a storm block
+    /// with `aggregated`.
+    fn storm(aggregated: Option<i64>, detected: Option<i64>) -> Value {
+        let mut s = counted(9);
+        if let Some(d) = detected {
+            s["deduplication"]["stormDetectedCount"] = d.into();
+        }
+        if let Some(a) = aggregated {
+            let block =
+                json!({"isPartOfStorm": true, "aggregatedCount": a, "windowOccurrences": 1});
+            s["stormAggregation"] = block;
+        }
+        s
     }
 
     #[test]
-    fn reads_dynamic_objects() {
-        let o: DynamicObject = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kubernaut.ai/v1alpha1", "kind": "RemediationRequest",
-            "metadata": {"name": "rr-x", "namespace": "ns"},
-            "spec": {"signalFingerprint": fp(5)},
-            "status": {"deduplication": {"occurrenceCount": 7}, "stormAggregation": {"isPartOfStorm": true}}
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            RrState::from_object(&o),
-            Some(RrState {
-                name: "rr-x".into(),
-                fingerprint: fp(5),
-                count: Some(7),
-                storm: true,
-                storm_behind: false,
-            })
+    fn reads_typed_rrs() {
+        let r = rr_with("rr-x", &fp(5), storm(Some(1), None));
+        assert_eq!(r.spec.signal_fingerprint, fp(5));
+        assert_eq!((count(&r), in_storm(&r)), (Some(9), true));
+        assert!(!storm_behind(r.status.as_ref()));
+        let c = compare(
+            &accounts(&[(5, "rr-x", &[1, 2, 3, 4, 5, 6, 7, 8, 9])]),
+            fp,
+            &[r],
         );
+        assert_eq!((c.mismatches, c.rrs_in_storm), (0, 1), "{c:?}");
     }
 
     #[test]
     fn storm_block_lagging_its_history_is_behind() {
-        let status = |aggregated: i64| {
-            serde_json::json!({"status": {
-                "deduplication": {"occurrenceCount": 9, "stormDetectedCount": 5},
-                "stormAggregation": {"aggregatedCount": aggregated}
-            }})
-        };
-        assert!(!storm_behind(&status(5)));
-        assert!(storm_behind(&status(4)));
-        assert!(storm_behind(
-            &serde_json::json!({"status": {"deduplication": {"occurrenceCount": 9, "stormDetectedCount": 5}}})
-        ));
-        assert!(!storm_behind(
-            &serde_json::json!({"status": {"deduplication": {"occurrenceCount": 9}}})
-        ));
+        let behind = |a, d| storm_behind(rr_with("rr", &fp(1), storm(a, d)).status.as_ref());
+        assert!(!behind(Some(5), Some(5)));
+        assert!(behind(Some(4), Some(5)));
+        assert!(behind(None, Some(5)));
+        assert!(!behind(None, None));
     }
 }

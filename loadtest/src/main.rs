@@ -1,42 +1,11 @@
-//! `gateway-loadtest`: an open-loop, constant-arrival-rate load generator for the gateway's
-//! HTTP API, with a report of latency per outcome (measured from each request's due time),
-//! Kubernetes writes per signal, an exact-count check against the RRs, gateway memory, and a
-//! floor mode that issues the same Kubernetes writes directly. See README.md.
-//!
-//! # Layout
-//! - `cli`: options and the resolved `Scenario`.
-//! - `schedule`: due times and the open-loop driver.
-//! - `scenario`: the request mix (seeded) and the wire bodies.
-//! - `http_sink`: the gateway client (hyper-util pooled, keep-alive).
-//! - `floor`: the same Kubernetes writes, issued directly.
-//! - `outcome`: classifying responses per request and per signal.
-//! - `recorder`: histograms and per-fingerprint accounting.
-//! - `load`: one phase — streams driven against a sink.
-//! - `check`: the exact-count check against the RRs.
-//! - `promtext`: reading counters from `/metrics`.
-//! - `stack`: self-start (control plane, gateway processes, their memory).
-//! - `report`: the table and the JSON.
-//! - `app`: the run from set-up to report.
-
-mod app;
-mod check;
-mod cli;
-#[cfg(test)]
-mod fake_gateway;
-mod floor;
-mod http_sink;
-mod load;
-mod outcome;
-mod promtext;
-mod recorder;
-mod report;
-mod scenario;
-mod schedule;
-mod stack;
+//! The `gateway-loadtest` binary: parse the options, run on a runtime of `--threads` workers,
+//! print the report (and write its JSON), and exit 0 (passed), 1 (failed) or 2 (not carried
+//! out). See the library's docs for the layout.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use gateway_loadtest::{app, cli};
 
 /// Exit code for a run that completed but failed (5xx, transport errors, count mismatches).
 const EXIT_FAILED_RUN: u8 = 1;
@@ -72,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    print!("{}", report.render());
+    print!("{report}");
     if let Some(path) = json {
         let written = serde_json::to_vec_pretty(&report)
             .map_err(anyhow::Error::from)

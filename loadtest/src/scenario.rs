@@ -1,45 +1,263 @@
-//! What is sent: which fingerprints each request carries, on which route, and the wire bodies.
+//! What a run sends: the scenario options (given on the command line, resolved by
+//! [`Scenario::resolve`], reported as they were used), and the seeded request mix each of its
+//! streams yields — which fingerprints each request carries, on which route.
 //!
-//! Every choice is drawn from a seeded generator, so a run is reproducible from its seed. The
-//! mix is decided in the scheduling task (cheap, sequential state); the bodies are built in the
-//! request task, at send time, so that their timestamps are fresh (the gateway rejects stale
-//! Events).
+//! Every choice is drawn from a seeded generator, so a run is reproducible from its seed, and
+//! the gateway and the floor see the same requests. The mix is decided in the scheduling task
+//! (cheap, sequential state); `payload` renders the bodies at send time.
 //!
 //! Fingerprint indices: the steady pool is `0..fingerprints`, the storm pool follows it. Each
-//! index names one target resource, `lt-<run>-<index>` (or `lt-<run>-s<index>` in the storm
-//! pool), so each index is one fingerprint and one RemediationRequest.
+//! index names one target resource (see `payload::Naming`), so each index is one fingerprint
+//! and one RemediationRequest.
 
-use jiff::{Timestamp, Unit};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use std::time::Duration;
 
-/// Alert names cycled through; the fingerprint ignores them (DESIGN.md §3), so they vary freely.
-const ALERT_NAMES: [&str; 6] = [
-    "KubePodCrashLooping",
-    "KubePodNotReady",
-    "HighMemoryUsage",
-    "HighCPUThrottling",
-    "KubeContainerWaiting",
-    "TargetDown",
-];
+use anyhow::{bail, ensure};
+use gateway::api::routes::{EVENT_PATH, PROMETHEUS_PATH};
+use gateway::config::duration::parse as duration;
+use serde::Serialize;
 
-/// Event reasons cycled through, for the Event route.
-const EVENT_REASONS: [&str; 4] = ["BackOff", "OOMKilling", "Unhealthy", "FailedMount"];
+use crate::payload::{Naming, TargetKind};
+use crate::schedule::{StreamClock, ticks_in};
 
-/// Severities cycled through.
-const SEVERITIES: [&str; 3] = ["critical", "warning", "info"];
+/// The scenario: what to send, and how fast. `seed` and `run_id` are always set once resolved.
+#[derive(clap::Args, Clone, Debug, Serialize)]
+pub struct Scenario {
+    /// Requests per second of the steady stream (0: no steady stream). A request carries
+    /// --alerts-per-payload signals (one on the Event route).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Measured duration of the steady stream (e.g. 30s, 2m, 500ms).
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    #[serde(with = "secs")]
+    pub duration: Duration,
+    /// Unmeasured lead-in at the same rate, before the measured span.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    #[serde(with = "secs")]
+    pub warmup: Duration,
+    /// Size of the steady fingerprint pool (0: as many as the run can use, so the duplicate
+    /// ratio holds to the end).
+    #[arg(long, default_value_t = 0)]
+    pub fingerprints: u32,
+    /// Fraction of steady signals that repeat an already-sent fingerprint.
+    #[arg(long, default_value_t = 0.9)]
+    pub duplicate_ratio: f64,
+    /// Alerts per Alertmanager webhook (2 or more get a 207).
+    #[arg(long, default_value_t = 1)]
+    pub alerts_per_payload: u32,
+    /// Fraction of requests sent to the Kubernetes Event route instead.
+    #[arg(long, default_value_t = 0.0)]
+    pub event_share: f64,
+    /// Which resource label the signals carry.
+    #[arg(long, value_enum, default_value_t = TargetKind::Pod)]
+    pub target_kind: TargetKind,
+    /// The `namespace` label of the signals (the workload's namespace, not where RRs live).
+    #[arg(long, default_value = "loadtest-workloads")]
+    pub label_namespace: String,
+    /// Requests per second of a storm stream, run alongside the steady one (0: no storm).
+    #[arg(long, default_value_t = 0.0)]
+    pub storm_rate: f64,
+    /// How long the storm lasts.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[serde(with = "secs")]
+    pub storm_duration: Duration,
+    /// How many fingerprints the storm hits (uniformly).
+    #[arg(long, default_value_t = 100)]
+    pub storm_fingerprints: u32,
+    /// When the storm starts, counted from the end of the warm-up.
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    #[serde(with = "secs")]
+    pub storm_start: Duration,
+    /// Seed of the scenario's choices [default: from the clock].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Tag in the target resources' names, so runs against one gateway do not collide
+    /// [default: from the clock].
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
 
-/// A small, fast, seedable generator (SplitMix64). Statistical quality is ample for choosing
-/// fingerprints, and it keeps the tool free of a `rand` dependency.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
 
-impl Rng {
-    /// A generator that yields the same sequence for the same seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
+/// Largest fingerprint pool the tool will allocate for.
+const MAX_POOL: u64 = 10_000_000;
+
+impl Scenario {
+    /// Validates the options and resolves the defaults that depend on others or on the clock.
+    pub fn resolve(mut self) -> anyhow::Result<Self> {
+        let (rate, storm, ratio, share) = (
+            self.rate,
+            self.storm_rate,
+            self.duplicate_ratio,
+            self.event_share,
+        );
+        let rate_ok = |r: f64| r.is_finite() && (0.0..=100_000.0).contains(&r);
+        ensure!(
+            rate_ok(rate) && rate_ok(storm),
+            "rates must be within 0..=100000"
+        );
+        ensure!(
+            rate > 0.0 || storm > 0.0,
+            "nothing to send: --rate and --storm-rate are both 0"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&ratio),
+            "--duplicate-ratio must be within 0..=1"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&share),
+            "--event-share must be within 0..=1"
+        );
+        let batch = self.alerts_per_payload;
+        ensure!(
+            (1..=1000).contains(&batch),
+            "--alerts-per-payload must be within 1..=1000"
+        );
+        ensure!(
+            rate == 0.0 || !self.duration.is_zero(),
+            "--duration must be positive"
+        );
+        let storm_ok =
+            storm == 0.0 || (self.storm_fingerprints > 0 && !self.storm_duration.is_zero());
+        ensure!(
+            storm_ok,
+            "--storm-fingerprints and --storm-duration must be positive"
+        );
+        let id_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let id_ok = |r: &String| (1..=20).contains(&r.len()) && r.bytes().all(id_char);
+        ensure!(
+            self.run_id.as_ref().is_none_or(id_ok),
+            "--run-id must be 1..=20 lowercase letters or digits"
+        );
+        if self.rate == 0.0 {
+            (self.warmup, self.duration) = (Duration::ZERO, Duration::ZERO);
+        }
+        if storm == 0.0 {
+            self.storm_fingerprints = 0;
+        }
+        if self.fingerprints == 0 {
+            let span = self.warmup + self.duration;
+            self.fingerprints = auto_pool(rate, span, batch, share, ratio);
+        }
+        let total = u64::from(self.fingerprints) + u64::from(self.storm_fingerprints);
+        if total > MAX_POOL {
+            bail!("{total} fingerprints is more than the {MAX_POOL} this tool handles");
+        }
+        self.seed = Some(self.seed.unwrap_or_else(clock_seed));
+        // From the clock, not the seed: a rerun with the same seed must still get fresh
+        // fingerprints, or it would find the previous run's RRs.
+        let run_id = self.run_id.take();
+        self.run_id = Some(run_id.unwrap_or_else(|| format!("{:06x}", clock_seed() & 0xff_ffff)));
+        Ok(self)
     }
 
+    /// The run tag (set once resolved).
+    pub fn run_id(&self) -> &str {
+        self.run_id.as_deref().unwrap_or_default()
+    }
+
+    /// Every fingerprint index the run can use (steady pool, then storm pool).
+    pub fn pool(&self) -> u32 {
+        self.fingerprints + self.storm_fingerprints
+    }
+
+    /// Names for a phase of the run; `suffix` tells phases apart (the floor gets its own RRs).
+    pub fn naming(&self, suffix: &str) -> Naming {
+        let run_id = format!("{}{suffix}", self.run_id());
+        Naming::new(
+            &run_id,
+            &self.label_namespace,
+            self.target_kind,
+            self.fingerprints,
+        )
+    }
+
+    /// The streams, each with its clock and its (seeded) request generator. The same
+    /// scenario always yields the same requests, so the gateway and the floor see the same.
+    pub fn streams(&self) -> Vec<(StreamKind, StreamClock, StreamGen)> {
+        let seed = self.seed.unwrap_or_default();
+        let (batch, share) = (self.alerts_per_payload.max(1), self.event_share);
+        let generator = |seed, picker| StreamGen(Rng(seed), picker, batch, share);
+        let mut out = Vec::new();
+        if self.rate > 0.0 {
+            let clock = StreamClock::new(self.rate, Duration::ZERO, self.warmup, self.duration);
+            let picker = Picker::steady(self.fingerprints, self.duplicate_ratio);
+            out.push((StreamKind::Steady, clock, generator(seed, picker)));
+        }
+        if self.storm_rate > 0.0 {
+            let start = self.warmup + self.storm_start;
+            let clock =
+                StreamClock::new(self.storm_rate, start, Duration::ZERO, self.storm_duration);
+            let picker = Picker::storm(self.fingerprints, self.storm_fingerprints);
+            out.push((
+                StreamKind::Storm,
+                clock,
+                generator(seed ^ 0x5704_3000, picker),
+            ));
+        }
+        out
+    }
+
+    /// When the last request of the run is due.
+    pub fn length(&self) -> Duration {
+        let ends = self.streams().into_iter().map(|(_, c, _)| c.end());
+        ends.max().unwrap_or_default()
+    }
+}
+
+/// A steady pool large enough that first sightings never run out: the expected number of
+/// new fingerprints plus a margin of 10 % and 100.
+pub fn auto_pool(rate: f64, span: Duration, batch: u32, event_share: f64, ratio: f64) -> u32 {
+    let requests = ticks_in(span, rate) as f64;
+    let per_request = event_share + (1.0 - event_share) * f64::from(batch);
+    let new = requests * per_request * (1.0 - ratio);
+    // The epsilon absorbs float noise (3575.0000000001 is 3575).
+    let pool = (new * 1.1 + 100.0 - 1e-6).ceil();
+    pool.min(MAX_POOL as f64) as u32
+}
+
+fn clock_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// Which stream a request belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    /// Constant-rate traffic with a duplicate ratio.
+    #[default]
+    Steady,
+    /// A burst on a small set of fingerprints.
+    Storm,
+}
+
+impl StreamKind {
+    /// Label in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            StreamKind::Steady => "steady",
+            StreamKind::Storm => "storm",
+        }
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64): the same seed yields the same sequence.
+/// Statistical quality is ample for choosing fingerprints, and it keeps the tool free of a
+/// `rand` dependency.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -74,8 +292,8 @@ impl Route {
     /// The request path.
     pub fn path(self) -> &'static str {
         match self {
-            Route::Alertmanager => "/api/v1/signals/prometheus",
-            Route::Event => "/api/v1/signals/kubernetes-event",
+            Route::Alertmanager => PROMETHEUS_PATH,
+            Route::Event => EVENT_PATH,
         }
     }
 }
@@ -100,327 +318,118 @@ pub struct RequestPlan {
     pub signals: Vec<PlannedSignal>,
 }
 
-/// Chooses fingerprints from the steady pool so that a given fraction of signals repeats a
-/// fingerprint already sent. First sightings are taken in order from the unseen part of the
-/// pool; duplicates uniformly from the seen part. When the pool runs out of unseen
-/// fingerprints every further signal is a duplicate (the report shows the achieved ratio).
-#[derive(Clone, Debug)]
-pub struct DuplicatePicker {
-    pool: u32,
-    seen: u32,
-    duplicate_ratio: f64,
+impl PlannedSignal {
+    /// Signal `variant` about fingerprint index `fp`.
+    pub fn new(fp: u32, variant: u32, first: bool) -> Self {
+        PlannedSignal { fp, variant, first }
+    }
 }
 
-impl DuplicatePicker {
-    /// A picker over `pool` fingerprints (indices `0..pool`).
-    pub fn new(pool: u32, duplicate_ratio: f64) -> Self {
-        Self {
-            pool,
-            seen: 0,
-            duplicate_ratio,
-        }
+impl RequestPlan {
+    /// `signals` on `route`.
+    pub fn new(route: Route, signals: Vec<PlannedSignal>) -> Self {
+        RequestPlan { route, signals }
     }
 
-    /// The next fingerprint index and whether it is a first sighting.
-    pub fn pick(&mut self, rng: &mut Rng) -> (u32, bool) {
-        let roll = rng.next_f64();
-        let want_new = self.seen == 0 || roll >= self.duplicate_ratio;
-        if want_new && self.seen < self.pool {
-            self.seen += 1;
-            (self.seen - 1, true)
-        } else {
-            (rng.below(self.seen.max(1)), false)
-        }
-    }
-
-    /// Fingerprints sent at least once so far.
-    pub fn seen(&self) -> u32 {
-        self.seen
+    /// A webhook of first sightings of `fps`, variant 0.
+    pub fn alerts(fps: &[u32]) -> Self {
+        let signals = fps.iter().map(|&fp| PlannedSignal::new(fp, 0, true));
+        RequestPlan::new(Route::Alertmanager, signals.collect())
     }
 }
 
 /// How a stream picks fingerprints.
 #[derive(Clone, Debug)]
 pub enum Picker {
-    /// Steady traffic: a target duplicate ratio over a growing set of seen fingerprints.
-    Duplicates(DuplicatePicker),
-    /// A storm: uniform over a fixed, small pool `base..base + size`.
-    Uniform {
+    /// Steady traffic over `0..pool`, so that a given fraction of signals repeats a fingerprint
+    /// already sent: first sightings in order from the unseen part, duplicates uniformly from
+    /// the seen part `0..seen`. Once the pool is used up every further signal is a duplicate
+    /// (the report shows the achieved ratio).
+    Steady {
+        /// Pool size.
+        pool: u32,
+        /// Fingerprints sent so far.
+        seen: u32,
+        /// Target share of duplicates.
+        ratio: f64,
+    },
+    /// A storm: uniform over the small pool `base..base + seen.len()`; `seen` marks first
+    /// sightings.
+    Storm {
         /// First index of the pool.
         base: u32,
-        /// Pool size.
-        size: u32,
-        /// Which members were already sent (to mark first sightings).
+        /// Which members were already sent.
         seen: Vec<bool>,
     },
 }
 
 impl Picker {
-    fn pick(&mut self, rng: &mut Rng) -> (u32, bool) {
+    /// A steady picker over `0..pool`.
+    pub fn steady(pool: u32, duplicate_ratio: f64) -> Self {
+        let (seen, ratio) = (0, duplicate_ratio);
+        Picker::Steady { pool, seen, ratio }
+    }
+
+    /// A storm picker over `base..base + size`.
+    pub fn storm(base: u32, size: u32) -> Self {
+        let seen = vec![false; size.max(1) as usize];
+        Picker::Storm { base, seen }
+    }
+
+    /// The next fingerprint index and whether it is a first sighting.
+    pub fn pick(&mut self, rng: &mut Rng) -> (u32, bool) {
         match self {
-            Picker::Duplicates(p) => p.pick(rng),
-            Picker::Uniform { base, size, seen } => {
-                let i = rng.below(*size);
+            Picker::Steady { pool, seen, ratio } => {
+                let want_new = *seen == 0 || rng.next_f64() >= *ratio;
+                if want_new && seen < pool {
+                    *seen += 1;
+                    (*seen - 1, true)
+                } else {
+                    (rng.below((*seen).max(1)), false)
+                }
+            }
+            Picker::Storm { base, seen } => {
+                let i = rng.below(seen.len() as u32);
                 let first = !std::mem::replace(&mut seen[i as usize], true);
                 (*base + i, first)
             }
         }
     }
-}
 
-/// Produces the request sequence of one stream.
-#[derive(Clone, Debug)]
-pub struct StreamGen {
-    rng: Rng,
-    picker: Picker,
-    alerts_per_payload: u32,
-    event_share: f64,
-}
-
-impl StreamGen {
-    /// A generator for steady traffic.
-    pub fn steady(
-        seed: u64,
-        pool: u32,
-        duplicate_ratio: f64,
-        alerts_per_payload: u32,
-        event_share: f64,
-    ) -> Self {
-        Self {
-            rng: Rng::new(seed),
-            picker: Picker::Duplicates(DuplicatePicker::new(pool, duplicate_ratio)),
-            alerts_per_payload: alerts_per_payload.max(1),
-            event_share,
+    /// Steady pool fingerprints sent so far (`None` for a storm).
+    pub fn seen(&self) -> Option<u32> {
+        match self {
+            Picker::Steady { seen, .. } => Some(*seen),
+            Picker::Storm { .. } => None,
         }
     }
+}
 
-    /// A generator for a storm over `size` fingerprints starting at index `base`.
-    pub fn storm(
-        seed: u64,
-        base: u32,
-        size: u32,
-        alerts_per_payload: u32,
-        event_share: f64,
-    ) -> Self {
-        Self {
-            rng: Rng::new(seed),
-            picker: Picker::Uniform {
-                base,
-                size: size.max(1),
-                seen: vec![false; size.max(1) as usize],
-            },
-            alerts_per_payload: alerts_per_payload.max(1),
-            event_share,
-        }
+/// Produces the request sequence of one stream: its generator, its picker, the alerts per
+/// webhook and the share of requests on the Event route.
+#[derive(Clone, Debug)]
+pub struct StreamGen(Rng, pub Picker, u32, f64);
+
+impl StreamGen {
+    /// Steady pool fingerprints sent so far (`None` for a storm).
+    pub fn fingerprints_seen(&self) -> Option<u32> {
+        self.1.seen()
     }
 
     /// The next request.
     pub fn next_request(&mut self) -> RequestPlan {
-        let route = if self.event_share > 0.0 && self.rng.next_f64() < self.event_share {
-            Route::Event
+        let StreamGen(rng, picker, batch, event_share) = self;
+        let event = *event_share > 0.0 && rng.next_f64() < *event_share;
+        let (route, n) = if event {
+            (Route::Event, 1)
         } else {
-            Route::Alertmanager
+            (Route::Alertmanager, *batch)
         };
-        let n = if route == Route::Event {
-            1
-        } else {
-            self.alerts_per_payload
-        };
-        let signals = (0..n)
-            .map(|_| {
-                let (fp, first) = self.picker.pick(&mut self.rng);
-                PlannedSignal {
-                    fp,
-                    variant: self.rng.below(1 << 16),
-                    first,
-                }
-            })
-            .collect();
-        RequestPlan { route, signals }
-    }
-
-    /// Steady pool fingerprints sent so far (`None` for a storm stream).
-    pub fn fingerprints_seen(&self) -> Option<u32> {
-        match &self.picker {
-            Picker::Duplicates(p) => Some(p.seen()),
-            Picker::Uniform { .. } => None,
-        }
-    }
-}
-
-/// Kind of the target resource named by the labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetKind {
-    /// `pod` label / `Pod` involvedObject.
-    Pod,
-    /// `deployment` label / `Deployment` involvedObject.
-    Deployment,
-}
-
-impl TargetKind {
-    /// The Kubernetes kind, as it enters the fingerprint.
-    pub fn kind(self) -> &'static str {
-        match self {
-            TargetKind::Pod => "Pod",
-            TargetKind::Deployment => "Deployment",
-        }
-    }
-
-    /// The Alertmanager label naming the resource.
-    pub fn label(self) -> &'static str {
-        match self {
-            TargetKind::Pod => "pod",
-            TargetKind::Deployment => "deployment",
-        }
-    }
-
-    fn api_version(self) -> &'static str {
-        match self {
-            TargetKind::Pod => "v1",
-            TargetKind::Deployment => "apps/v1",
-        }
-    }
-}
-
-/// Lowercase hex SHA-256 of `"<namespace>:<Kind>:<name>"` (DESIGN.md §3, no cluster label).
-pub fn fingerprint(namespace: &str, kind: &str, name: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(namespace.as_bytes());
-    h.update(b":");
-    h.update(kind.as_bytes());
-    h.update(b":");
-    h.update(name.as_bytes());
-    hex::encode(h.finalize())
-}
-
-/// Names the target resources of a run and renders the wire bodies.
-#[derive(Clone, Debug)]
-pub struct Naming {
-    /// Distinguishes this run's resources from earlier runs against the same gateway.
-    pub run_id: String,
-    /// The `namespace` label of every signal (the workload's namespace, not the RRs').
-    pub namespace: String,
-    /// Pod or Deployment.
-    pub kind: TargetKind,
-    /// Size of the steady pool; indices at or above it belong to the storm pool.
-    pub steady_pool: u32,
-}
-
-impl Naming {
-    /// The target resource name of fingerprint index `fp`.
-    pub fn resource_name(&self, fp: u32) -> String {
-        if fp < self.steady_pool {
-            format!("lt-{}-{fp}", self.run_id)
-        } else {
-            format!("lt-{}-s{}", self.run_id, fp - self.steady_pool)
-        }
-    }
-
-    /// The fingerprint the gateway computes for index `fp`.
-    pub fn fingerprint(&self, fp: u32) -> String {
-        fingerprint(&self.namespace, self.kind.kind(), &self.resource_name(fp))
-    }
-
-    /// Signal name (alert name or Event reason) for a signal.
-    pub fn signal_name(route: Route, s: &PlannedSignal) -> &'static str {
-        match route {
-            Route::Alertmanager => ALERT_NAMES[s.variant as usize % ALERT_NAMES.len()],
-            Route::Event => EVENT_REASONS[s.variant as usize % EVENT_REASONS.len()],
-        }
-    }
-
-    /// Severity label for an alert.
-    pub fn severity(s: &PlannedSignal) -> &'static str {
-        SEVERITIES[(s.variant as usize / 7) % SEVERITIES.len()]
-    }
-
-    /// The labels of one alert, as the gateway will see them.
-    pub fn alert_labels(&self, s: &PlannedSignal) -> Value {
-        let mut labels = serde_json::Map::new();
-        labels.insert(
-            "alertname".into(),
-            Self::signal_name(Route::Alertmanager, s).into(),
-        );
-        labels.insert("severity".into(), Self::severity(s).into());
-        labels.insert("namespace".into(), self.namespace.clone().into());
-        labels.insert(self.kind.label().into(), self.resource_name(s.fp).into());
-        labels.insert("job".into(), "kube-state-metrics".into());
-        labels.insert("container".into(), "app".into());
-        Value::Object(labels)
-    }
-
-    /// One alert of an Alertmanager webhook, firing since `now`.
-    pub fn alert(&self, s: &PlannedSignal, now: Timestamp) -> Value {
-        let starts = now.round(Unit::Millisecond).unwrap_or(now);
-        json!({
-            "status": "firing",
-            "labels": self.alert_labels(s),
-            "annotations": {
-                "summary": format!("{} on {}", Self::signal_name(Route::Alertmanager, s), self.resource_name(s.fp)),
-                "description": "generated by gateway-loadtest",
-                "runbook_url": "https://runbooks.example/loadtest"
-            },
-            "startsAt": starts.to_string(),
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus.loadtest.svc:9090/graph?g0.expr=up",
-            "fingerprint": &self.fingerprint(s.fp)[..16],
-        })
-    }
-
-    /// An Alertmanager v4 webhook body carrying `signals`, all firing since `now`.
-    pub fn alertmanager_body(&self, signals: &[PlannedSignal], now: Timestamp) -> Value {
-        let first = signals
-            .first()
-            .map(|s| Self::signal_name(Route::Alertmanager, s))
-            .unwrap_or("Unknown");
-        json!({
-            "version": "4",
-            "groupKey": format!("{{}}:{{alertname=\"{first}\"}}"),
-            "truncatedAlerts": 0,
-            "status": "firing",
-            "receiver": "gateway",
-            "groupLabels": { "alertname": first },
-            "commonLabels": { "namespace": self.namespace },
-            "commonAnnotations": {},
-            "externalURL": "http://alertmanager.loadtest.svc:9093",
-            "alerts": signals.iter().map(|s| self.alert(s, now)).collect::<Vec<_>>(),
-        })
-    }
-
-    /// A core/v1 Warning Event about the target of `s`, last seen `now`.
-    pub fn event_body(&self, s: &PlannedSignal, seq: u64, now: Timestamp) -> Value {
-        let at = now.round(Unit::Second).unwrap_or(now).to_string();
-        let name = self.resource_name(s.fp);
-        json!({
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "name": format!("{name}.{seq:x}"),
-                "namespace": self.namespace,
-            },
-            "involvedObject": {
-                "kind": self.kind.kind(),
-                "name": name,
-                "namespace": self.namespace,
-                "apiVersion": self.kind.api_version(),
-            },
-            "reason": Self::signal_name(Route::Event, s),
-            "message": "generated by gateway-loadtest",
-            "type": "Warning",
-            "source": { "component": "kubelet" },
-            "firstTimestamp": at,
-            "lastTimestamp": at,
-            "count": 1,
-        })
-    }
-
-    /// The request body for `plan`.
-    pub fn body(&self, plan: &RequestPlan, seq: u64, now: Timestamp) -> Value {
-        match (plan.route, plan.signals.first()) {
-            (Route::Event, Some(s)) => self.event_body(s, seq, now),
-            _ => self.alertmanager_body(&plan.signals, now),
-        }
+        let signals = (0..n).map(|_| {
+            let (fp, first) = picker.pick(rng);
+            PlannedSignal::new(fp, rng.below(1 << 16), first)
+        });
+        RequestPlan::new(route, signals.collect())
     }
 }
 
@@ -430,8 +439,8 @@ mod tests {
 
     #[test]
     fn rng_is_reproducible_and_in_range() {
-        let mut a = Rng::new(7);
-        let mut b = Rng::new(7);
+        let mut a = Rng(7);
+        let mut b = Rng(7);
         for _ in 0..1000 {
             let x = a.next_f64();
             assert_eq!(x.to_bits(), b.next_f64().to_bits());
@@ -443,19 +452,19 @@ mod tests {
 
     #[test]
     fn duplicate_ratio_is_achieved() {
-        let mut rng = Rng::new(1);
-        let mut p = DuplicatePicker::new(1_000_000, 0.9);
+        let mut rng = Rng(1);
+        let mut p = Picker::steady(1_000_000, 0.9);
         let n = 100_000;
         let firsts = (0..n).filter(|_| p.pick(&mut rng).1).count();
         let ratio = firsts as f64 / n as f64;
         assert!((ratio - 0.1).abs() < 0.01, "first-sighting share {ratio}");
-        assert_eq!(p.seen() as usize, firsts);
+        assert_eq!(p.seen(), Some(firsts as u32));
     }
 
     #[test]
     fn first_sightings_are_new_and_duplicates_are_seen() {
-        let mut rng = Rng::new(3);
-        let mut p = DuplicatePicker::new(50, 0.5);
+        let mut rng = Rng(3);
+        let mut p = Picker::steady(50, 0.5);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..1000 {
             let (fp, first) = p.pick(&mut rng);
@@ -468,136 +477,11 @@ mod tests {
 
     #[test]
     fn first_signal_is_always_new_even_at_ratio_one() {
-        let mut rng = Rng::new(3);
-        let mut p = DuplicatePicker::new(10, 1.0);
+        let mut rng = Rng(3);
+        let mut p = Picker::steady(10, 1.0);
         assert_eq!(p.pick(&mut rng), (0, true));
         for _ in 0..100 {
             assert_eq!(p.pick(&mut rng), (0, false));
         }
-    }
-
-    #[test]
-    fn storm_stays_in_its_pool() {
-        let mut g = StreamGen::storm(5, 1000, 100, 1, 0.0);
-        let mut firsts = 0;
-        for _ in 0..5000 {
-            let r = g.next_request();
-            assert_eq!(r.route, Route::Alertmanager);
-            let s = r.signals[0];
-            assert!((1000..1100).contains(&s.fp));
-            firsts += usize::from(s.first);
-        }
-        assert_eq!(firsts, 100);
-    }
-
-    #[test]
-    fn event_share_and_batch_size() {
-        let mut g = StreamGen::steady(9, 1_000_000, 0.9, 3, 0.25);
-        let n = 20_000;
-        let mut events = 0;
-        for _ in 0..n {
-            let r = g.next_request();
-            match r.route {
-                Route::Event => {
-                    events += 1;
-                    assert_eq!(r.signals.len(), 1);
-                }
-                Route::Alertmanager => assert_eq!(r.signals.len(), 3),
-            }
-        }
-        let share = events as f64 / n as f64;
-        assert!((share - 0.25).abs() < 0.02, "event share {share}");
-    }
-
-    #[test]
-    fn fingerprint_matches_design() {
-        // sha256("default:Pod:x")
-        let fp = fingerprint("default", "Pod", "x");
-        assert_eq!(fp.len(), 64);
-        assert!(
-            fp.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
-        assert_ne!(fp, fingerprint("default", "Deployment", "x"));
-        let mut h = Sha256::new();
-        h.update(b"default:Pod:x");
-        assert_eq!(fp, hex::encode(h.finalize()));
-    }
-
-    fn naming() -> Naming {
-        Naming {
-            run_id: "abc123".into(),
-            namespace: "loadtest".into(),
-            kind: TargetKind::Pod,
-            steady_pool: 10,
-        }
-    }
-
-    #[test]
-    fn names_are_distinct_across_pools() {
-        let n = naming();
-        assert_eq!(n.resource_name(3), "lt-abc123-3");
-        assert_eq!(n.resource_name(13), "lt-abc123-s3");
-        assert_ne!(n.fingerprint(3), n.fingerprint(13));
-    }
-
-    #[test]
-    fn alertmanager_body_shape() {
-        let n = naming();
-        let now = Timestamp::now();
-        let s = [
-            PlannedSignal {
-                fp: 1,
-                variant: 0,
-                first: true,
-            },
-            PlannedSignal {
-                fp: 2,
-                variant: 1,
-                first: true,
-            },
-        ];
-        let body = n.alertmanager_body(&s, now);
-        assert_eq!(body["version"], "4");
-        let alerts = body["alerts"].as_array().map(Vec::len);
-        assert_eq!(alerts, Some(2));
-        let a = &body["alerts"][1];
-        assert_eq!(a["labels"]["pod"], "lt-abc123-2");
-        assert_eq!(a["labels"]["namespace"], "loadtest");
-        assert_eq!(a["labels"]["alertname"], ALERT_NAMES[1]);
-        let starts: Timestamp = a["startsAt"]
-            .as_str()
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or(Timestamp::UNIX_EPOCH);
-        assert!(now.duration_since(starts).abs().as_secs_f64() < 1.0);
-    }
-
-    #[test]
-    fn event_body_shape() {
-        let n = Naming {
-            kind: TargetKind::Deployment,
-            ..naming()
-        };
-        let now = Timestamp::now();
-        let body = n.event_body(
-            &PlannedSignal {
-                fp: 4,
-                variant: 2,
-                first: false,
-            },
-            99,
-            now,
-        );
-        assert_eq!(body["type"], "Warning");
-        assert_eq!(body["involvedObject"]["kind"], "Deployment");
-        assert_eq!(body["involvedObject"]["name"], "lt-abc123-4");
-        assert_eq!(body["reason"], EVENT_REASONS[2]);
-        let last: Timestamp = body["lastTimestamp"]
-            .as_str()
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or(Timestamp::UNIX_EPOCH);
-        assert!(now.duration_since(last).abs().as_secs_f64() <= 1.0);
     }
 }

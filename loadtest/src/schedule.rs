@@ -31,7 +31,7 @@ pub fn ticks_in(span: Duration, rate: f64) -> u64 {
 }
 
 /// One stream of the schedule.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct StreamClock {
     /// Requests per second.
     pub rate: f64,
@@ -44,6 +44,16 @@ pub struct StreamClock {
 }
 
 impl StreamClock {
+    /// A stream of `rate` from `start`, with `warmup` then `measure`.
+    pub fn new(rate: f64, start: Duration, warmup: Duration, measure: Duration) -> Self {
+        StreamClock {
+            rate,
+            start,
+            warmup,
+            measure,
+        }
+    }
+
     /// Requests in the warm-up.
     pub fn warmup_ticks(&self) -> u64 {
         ticks_in(self.warmup, self.rate)
@@ -132,14 +142,13 @@ pub async fn drive(
         let measured = index >= warmup;
         let started = fire(Tick { due, measured });
         if measured {
-            stats
-                .lag_us
-                .saturating_record(micros(now.saturating_duration_since(due)));
-            if started {
-                stats.sent += 1;
+            let lag = micros(now.saturating_duration_since(due));
+            stats.lag_us.saturating_record(lag);
+            *(if started {
+                &mut stats.sent
             } else {
-                stats.dropped += 1;
-            }
+                &mut stats.dropped
+            }) += 1;
             stats.send_span = now.saturating_duration_since(measured_start);
         }
     }
@@ -171,12 +180,8 @@ mod tests {
 
     #[test]
     fn clock_lays_measured_ticks_after_warmup() {
-        let c = StreamClock {
-            rate: 10.0,
-            start: Duration::from_secs(1),
-            warmup: Duration::from_millis(250),
-            measure: Duration::from_secs(1),
-        };
+        let (secs, ms) = (Duration::from_secs, Duration::from_millis);
+        let c = StreamClock::new(10.0, secs(1), ms(250), secs(1));
         // Warm-up ticks at 1.0, 1.1, 1.2; measured from 1.25.
         assert_eq!(c.warmup_ticks(), 3);
         assert_eq!(c.total_ticks(), 13);
@@ -188,12 +193,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn drive_fires_every_tick_on_time() {
-        let c = StreamClock {
-            rate: 100.0,
-            start: Duration::ZERO,
-            warmup: Duration::from_millis(100),
-            measure: Duration::from_secs(1),
-        };
+        let c = StreamClock::new(
+            100.0,
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        );
         let start = Instant::now();
         let mut seen = Vec::new();
         let stats = drive(c, start, |t| {
@@ -208,9 +213,7 @@ mod tests {
             // Paused clock: hand-off exactly at the due time.
             assert_eq!(at, due);
         }
-        assert_eq!(stats.due, 100);
-        assert_eq!(stats.dropped, 10);
-        assert_eq!(stats.sent, 90);
+        assert_eq!((stats.due, stats.dropped, stats.sent), (100, 10, 90));
         assert_eq!(stats.lag_us.max(), 0);
     }
 
@@ -218,12 +221,12 @@ mod tests {
     async fn drive_catches_up_without_skipping() {
         // The stream was due to start 20 ms ago (a stalled scheduler): the overdue ticks all
         // fire at once, none is skipped, and the lag shows the stall.
-        let c = StreamClock {
-            rate: 1000.0,
-            start: Duration::ZERO,
-            warmup: Duration::ZERO,
-            measure: Duration::from_millis(100),
-        };
+        let c = StreamClock::new(
+            1000.0,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_millis(100),
+        );
         let start = Instant::now() - Duration::from_millis(20);
         let mut n = 0;
         let stats = drive(c, start, |_| {
@@ -231,8 +234,7 @@ mod tests {
             true
         })
         .await;
-        assert_eq!(n, 100);
-        assert_eq!(stats.sent, 100);
+        assert_eq!((n, stats.sent), (100, 100));
         let max = stats.lag_us.max();
         assert!((19_900..=20_100).contains(&max), "max lag {max}");
         assert_eq!(stats.lag_us.value_at_quantile(0.5), 0);

@@ -1,6 +1,7 @@
 //! Self-start mode: a control plane from `gateway_envtest` and N gateway processes against it,
 //! each on its own loopback ports, all stopped when the run ends (or when this process dies:
-//! the children are killed on drop, the control plane stops on drop).
+//! the children are killed on drop, the control plane stops on drop); and the meter of their
+//! memory and CPU.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -8,140 +9,129 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use gateway::k8s::types::RemediationRequest;
+use gateway::telemetry::process::Usage;
 use gateway_envtest::{ControlPlane, Options, Storage};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::{DynamicObject, ObjectMeta, PostParams, WatchParams};
+use kube::api::{PostParams, WatchParams};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::cli::EtcdStorage;
-use crate::http_sink::{HttpClient, get};
+use crate::cli::{Args, EtcdStorage};
+use crate::gateway_api::{HttpClient, get};
+use crate::results::Processes;
 
 /// A gateway process started by this tool.
 #[derive(Debug)]
 pub struct GatewayProcess {
     child: Child,
-    /// Its process id, for `/proc/<pid>/status`.
+    /// Its process id, for `/proc/<pid>/...`.
     pub pid: u32,
     /// API base URL.
     pub api: String,
-    /// Health base URL.
-    pub health: String,
     /// Metrics base URL.
     pub metrics: String,
     /// Its combined stdout/stderr.
     pub log: PathBuf,
 }
 
-/// `n` distinct free loopback ports (bound together, then released).
+/// `N` distinct free loopback ports (bound together, then released).
 fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let mut ports = [0u16; N];
     let listeners: Vec<TcpListener> = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()?;
-    let mut ports = [0u16; N];
     for (p, l) in ports.iter_mut().zip(&listeners) {
         *p = l.local_addr()?.port();
     }
     Ok(ports)
 }
 
-/// The last `n` lines of a file, for error messages.
-pub fn log_tail(path: &Path, n: usize) -> String {
+/// The last 30 lines of a log, for error messages.
+fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Options for starting gateways.
-#[derive(Clone, Debug)]
-pub struct GatewayOptions {
-    /// The binary.
-    pub bin: PathBuf,
-    /// Extra arguments, after the ones this tool sets.
-    pub extra_args: Vec<String>,
-    /// Controller namespace.
-    pub namespace: String,
-    /// Kubeconfig to pass.
-    pub kubeconfig: PathBuf,
-    /// Folder for logs.
-    pub log_dir: PathBuf,
-    /// How long to wait for `/readyz`.
-    pub ready_timeout: Duration,
+/// The folder for the gateways' logs and the kubeconfig: `--log-dir`, else
+/// `<workspace>/target/loadtest`.
+pub fn log_dir(args: &Args) -> PathBuf {
+    let default = || gateway_envtest::workspace_root().join("target/loadtest");
+    args.log_dir.clone().unwrap_or_else(default)
 }
 
 impl GatewayProcess {
-    /// Starts replica `index` and waits until its `/readyz` answers 200.
+    /// Starts replica `index` of `args.gateway_bin` against `kubeconfig` and waits until its
+    /// `/readyz` answers 200.
     pub async fn start(
         index: usize,
-        o: &GatewayOptions,
+        args: &Args,
+        kubeconfig: &Path,
         http: &HttpClient,
     ) -> anyhow::Result<Self> {
-        let [api, health, metrics] = free_ports::<3>()?;
-        std::fs::create_dir_all(&o.log_dir)
-            .with_context(|| format!("creating {}", o.log_dir.display()))?;
-        let log = o.log_dir.join(format!("gateway-{index}.log"));
+        let default_bin = || gateway_envtest::workspace_root().join("target/release/gateway");
+        let bin = args.gateway_bin.clone().unwrap_or_else(default_bin);
+        let hint = "cargo build --release, or --gateway-bin";
+        anyhow::ensure!(
+            bin.is_file(),
+            "no gateway binary at {} ({hint})",
+            bin.display()
+        );
+        let [api, health, metrics] = free_ports::<3>()?.map(|p| format!("127.0.0.1:{p}"));
+        let log = log_dir(args).join(format!("gateway-{index}.log"));
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        let child = Command::new(&o.bin)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{api}"))
-            .arg("--health-listen")
-            .arg(format!("127.0.0.1:{health}"))
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics}"))
-            .arg("--namespace")
-            .arg(&o.namespace)
-            .arg("--kubeconfig")
-            .arg(&o.kubeconfig)
-            .args(&o.extra_args)
+        let ours = [
+            ("--listen", &api),
+            ("--health-listen", &health),
+            ("--metrics-listen", &metrics),
+        ];
+        let child = Command::new(&bin)
+            .args(ours.iter().flat_map(|(flag, addr)| [*flag, addr.as_str()]))
+            .args(["--namespace", &args.namespace, "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(&args.gateway_args)
             .stdin(Stdio::null())
+            .stderr(out.try_clone()?)
             .stdout(out)
-            .stderr(err)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (build it with `cargo build --release`)",
-                    o.bin.display()
-                )
-            })?;
+            .with_context(|| format!("starting {} ({hint})", bin.display()))?;
         let pid = child.id().context("the gateway exited at once")?;
+        let (api, metrics) = (format!("http://{api}"), format!("http://{metrics}"));
         let mut p = GatewayProcess {
             child,
             pid,
-            api: format!("http://127.0.0.1:{api}"),
-            health: format!("http://127.0.0.1:{health}"),
-            metrics: format!("http://127.0.0.1:{metrics}"),
+            api,
+            metrics,
             log,
         };
-        p.wait_ready(http, o.ready_timeout).await?;
-        Ok(p)
-    }
-
-    async fn wait_ready(&mut self, http: &HttpClient, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        let url = format!("{}/readyz", self.health);
+        let (url, deadline) = (
+            format!("http://{health}/readyz"),
+            Instant::now() + args.ready_timeout,
+        );
         // Bounded by the deadline.
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = p.child.try_wait()? {
                 bail!(
                     "gateway {} exited ({status}) before it was ready; log tail:\n{}",
-                    self.api,
-                    log_tail(&self.log, 30)
+                    p.api,
+                    log_tail(&p.log)
                 );
             }
             let last = match get(http, &url, Duration::from_secs(2)).await {
-                Ok((200, _)) => return Ok(()),
+                Ok((200, _)) => return Ok(p),
                 Ok((code, body)) => format!("{code} {}", String::from_utf8_lossy(&body)),
                 Err(e) => format!("{e:#}"),
             };
             if Instant::now() >= deadline {
+                let waited = args.ready_timeout;
                 bail!(
-                    "gateway {} not ready after {timeout:?} (last /readyz: {last}); log tail:\n{}",
-                    self.api,
-                    log_tail(&self.log, 30)
+                    "gateway {} not ready after {waited:?} (last /readyz: {last}); log tail:\n{}",
+                    p.api,
+                    log_tail(&p.log)
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -151,21 +141,19 @@ impl GatewayProcess {
     /// `Some(status)` if the process has exited.
     pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
-            Ok(Some(s)) => Some(s.to_string()),
-            Ok(None) => None,
+            Ok(status) => status.map(|s| s.to_string()),
             Err(e) => Some(e.to_string()),
         }
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
     pub async fn stop(mut self, grace: Duration) {
-        if self.child.try_wait().ok().flatten().is_some() {
+        if self.exited().is_some() {
             return;
         }
         // `kill(1)`: the crate forbids `unsafe`, so no libc::kill.
         let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
+            .args(["-TERM", &self.pid.to_string()])
             .status()
             .await;
         if tokio::time::timeout(grace, self.child.wait())
@@ -177,54 +165,80 @@ impl GatewayProcess {
     }
 }
 
-/// Resident set and its peak from `/proc/<pid>/status`, in bytes.
-pub fn proc_memory(pid: u32) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_proc_status(&text)
+/// Process figures of a group of processes, measured across a phase: CPU seconds at the
+/// start, then resident memory and the CPU spent at the end (`gateway::telemetry::process`).
+pub struct Meter {
+    source: &'static str,
+    pids: Vec<u32>,
+    cpu_before: Vec<Option<f64>>,
 }
 
-/// User + system CPU seconds of `pid` from `/proc/<pid>/stat`, assuming the usual 100 clock
-/// ticks per second (`getconf CLK_TCK`; reading it needs libc, which this crate avoids).
-pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
-    parse_proc_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
+impl Meter {
+    /// Starts measuring `pids`, described as `source`.
+    pub fn start(source: &'static str, pids: Vec<u32>) -> Self {
+        let cpu_before = pids.iter().map(|p| Usage::cpu_seconds(*p)).collect();
+        Meter {
+            source,
+            pids,
+            cpu_before,
+        }
+    }
 
-/// CPU seconds from the text of `/proc/<pid>/stat`.
-pub fn parse_proc_stat(text: &str) -> Option<f64> {
-    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 3 (state) is fields[0]; utime and stime are fields 14 and 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
-}
-
-/// `(VmRSS, VmHWM)` in bytes from the text of `/proc/<pid>/status`.
-pub fn parse_proc_status(text: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        text.lines().find_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
-            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
-            Some(kb * 1024)
+    /// The figures since [`Meter::start`]; `None` without processes.
+    pub fn finish(&self) -> Option<Processes> {
+        let usage: Vec<Option<Usage>> = self.pids.iter().map(|p| Usage::read(Some(*p))).collect();
+        let mib = |f: fn(&Usage) -> u64| -> Vec<f64> {
+            usage.iter().flatten().map(|u| f(u) as f64 / MIB).collect()
+        };
+        let cpu = self.cpu_before.iter().zip(&usage);
+        (!self.pids.is_empty()).then(|| Processes {
+            source: self.source.into(),
+            rss_mib: mib(|u| u.resident_bytes),
+            peak_mib: mib(|u| u.peak_resident_bytes),
+            cpu_seconds: cpu
+                .filter_map(|(b, a)| Some(a.as_ref()?.cpu_seconds - (*b)?))
+                .collect(),
         })
-    };
-    Some((field("VmRSS")?, field("VmHWM")?))
+    }
 }
 
-/// A control plane with the RR CRD, and the RR namespace created.
-pub async fn start_control_plane(
-    storage: EtcdStorage,
-    namespace: &str,
-    kubeconfig: PathBuf,
-) -> anyhow::Result<ControlPlane> {
+const MIB: f64 = 1048576.0;
+
+/// The control plane's processes — this process's `kube-apiserver` and `etcd` children (the
+/// ones `gateway_envtest` started), in that order.
+pub fn control_plane_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let mut found: Vec<(usize, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces: split at the last ')'.
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            let rank = ["kube-apiserver", "etcd"].iter().position(|n| *n == comm)?;
+            (ppid == me).then_some((rank, pid))
+        })
+        .collect();
+    found.sort_unstable();
+    found.into_iter().map(|(_, pid)| pid).collect()
+}
+
+/// A control plane with the RR CRD, the RR namespace created, and the RR write path warm.
+pub async fn start_control_plane(args: &Args, kubeconfig: PathBuf) -> anyhow::Result<ControlPlane> {
+    let (namespace, storage) = (args.namespace.as_str(), args.etcd_storage);
+    let storage = match storage {
+        EtcdStorage::Tmpfs => Storage::Tmpfs,
+        EtcdStorage::Disk => Storage::Disk,
+    };
+    let (crds, kubeconfig) = (gateway_envtest::default_crds(), Some(kubeconfig));
     let options = Options {
-        crds: gateway_envtest::default_crds(),
-        storage: match storage {
-            EtcdStorage::Tmpfs => Storage::Tmpfs,
-            EtcdStorage::Disk => Storage::Disk,
-        },
-        kubeconfig: Some(kubeconfig),
+        crds,
+        storage,
+        kubeconfig,
         ..Options::default()
     };
     let cp = ControlPlane::start(options)
@@ -245,22 +259,13 @@ pub async fn start_control_plane(
 /// Waits until a watch on RRs can start. Right after the CRD is installed the apiserver
 /// answers watches with 429 "storage is (re)initializing" for a moment; gateways started then
 /// would begin with a failed watch, which is not what a benchmark should measure.
-async fn wait_rr_watch(
-    client: &kube::Client,
-    namespace: &str,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &crate::check::rr_resource());
-    let deadline = Instant::now() + timeout;
+async fn wait_rr_watch(client: &kube::Client, ns: &str, timeout: Duration) -> anyhow::Result<()> {
+    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), ns);
+    let (deadline, params) = (Instant::now() + timeout, WatchParams::default().timeout(1));
     // Bounded by the deadline.
     loop {
-        let attempt = tokio::time::timeout(
-            Duration::from_secs(5),
-            api.watch(&WatchParams::default().timeout(1), "0"),
-        )
-        .await;
-        let error = match attempt {
+        let watch = api.watch(&params, "0");
+        let error = match tokio::time::timeout(Duration::from_secs(5), watch).await {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
@@ -274,13 +279,8 @@ async fn wait_rr_watch(
 
 /// Creates `namespace` unless it exists.
 pub async fn ensure_namespace(client: &kube::Client, namespace: &str) -> anyhow::Result<()> {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(namespace.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))?;
     match Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
@@ -291,31 +291,36 @@ pub async fn ensure_namespace(client: &kube::Client, namespace: &str) -> anyhow:
     }
 }
 
-/// The default gateway binary: `<workspace>/target/release/gateway`.
-pub fn default_gateway_bin() -> PathBuf {
-    gateway_envtest::workspace_root().join("target/release/gateway")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reads_proc_status() {
-        let text = "Name:\tgateway\nVmPeak:\t  300000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\nThreads:\t4\n";
-        assert_eq!(parse_proc_status(text), Some((40960 * 1024, 51200 * 1024)));
-        assert_eq!(parse_proc_status("Name: x\n"), None);
-        // Our own process has both fields.
-        assert!(proc_memory(std::process::id()).is_some_and(|(rss, hwm)| rss > 0 && hwm >= rss));
+    fn meters_this_process() {
+        let m = Meter::start("self", vec![std::process::id()]);
+        let p = m.finish().unwrap_or_else(|| panic!("no figures"));
+        assert_eq!(
+            (p.rss_mib.len(), p.peak_mib.len(), p.cpu_seconds.len()),
+            (1, 1, 1)
+        );
+        assert!(p.rss_mib[0] > 0.0 && p.peak_mib[0] >= p.rss_mib[0], "{p:?}");
+        assert!(p.cpu_seconds[0] >= 0.0);
+        assert!(Meter::start("none", Vec::new()).finish().is_none());
+        // Without a self-started control plane, this process has no such children.
+        assert!(control_plane_pids().is_empty());
     }
 
     #[test]
-    fn reads_proc_stat() {
-        let text =
+    fn reads_proc_through_the_gateways_reader() {
+        use gateway::telemetry::process::{parse_stat, parse_status};
+        let status =
+            "Name:\tgateway\nVmPeak:\t  300000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\n";
+        assert_eq!(parse_status(status), Some((40960 * 1024, 51200 * 1024)));
+        assert_eq!(parse_status("Name: x\n"), None);
+        let stat =
             "1234 (gate way) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 4 0 100 0 0";
-        assert_eq!(parse_proc_stat(text), Some(3.25));
-        assert_eq!(parse_proc_stat("garbage"), None);
-        assert!(proc_cpu_seconds(std::process::id()).is_some());
+        assert_eq!(parse_stat(stat), Some(3.25));
+        assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]
