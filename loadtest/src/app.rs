@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use gateway::config::KubernetesConfig;
 use gateway::k8s::types::RemediationRequest as Rr;
 use gateway_envtest::ControlPlane;
 use kube::Api;
@@ -151,11 +150,7 @@ async fn prepare(args: &Args, http: &HttpClient) -> anyhow::Result<Env> {
         kubeconfig = Some(path);
     }
     if let Some(path) = kubeconfig {
-        let config = KubernetesConfig {
-            kubeconfig: Some(path.clone()),
-            ..KubernetesConfig::default()
-        };
-        let connected = gateway::k8s::connect(&config).await;
+        let connected = gateway::k8s::connect(Some(&path), None).await;
         env.kube = Some(
             connected
                 .with_context(|| format!("connecting with {}", path.display()))?

@@ -317,7 +317,7 @@ pub async fn prime(client: &kube::Client, ns: &str, timeout: Duration) -> anyhow
 
 #[cfg(test)]
 mod tests {
-    use gateway::dedup::index::{GENERATION_LABEL, rr_name};
+    use gateway::index::{GENERATION_LABEL, rr_name};
 
     use super::*;
 

@@ -9,15 +9,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clap::Parser;
-use gateway::api::server::{ServeOptions, serve};
-use gateway::api::{App, Health};
 use gateway::clock::SystemClock;
 use gateway::ingest::Signal;
 use gateway::k8s::types::{DeduplicationStatus, RemediationRequest, RemediationRequestStatus};
 use gateway::processor::{Outcome as Recorded, ProcessError, Processor};
-use gateway::telemetry::Metrics;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use tokio::net::TcpListener;
 
 use gateway_loadtest::check;
 use gateway_loadtest::cli::Args;
@@ -78,35 +74,20 @@ impl Processor for Counter {
     }
 }
 
-/// Serves the gateway's API over `counter` on a loopback port; returns its base URL.
+/// Serves the gateway's own `run` over `counter` on loopback ports; returns the API's base
+/// URL. The gateway runs until the test's runtime ends.
 async fn serve_gateway(counter: Arc<Counter>) -> String {
-    let app = Arc::new(App::new(
-        counter,
-        gateway::config::ApiConfig::default(),
-        Arc::new(Health::new()),
-        Metrics::new(),
-        Arc::new(SystemClock),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0")
+    let listeners = gateway::Listeners::loopback()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let url = listener.local_addr().map(|a| format!("http://{a}"));
-    let options = ServeOptions {
-        max_connections: 1024,
-        header_read_timeout: Duration::from_secs(5),
-        grace: Duration::from_secs(1),
-    };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        serve(
-            listener,
-            options,
-            move |r| gateway::api::routes::handle(app.clone(), r),
-            stopped,
-        )
-        .await;
-        drop(stop);
-    });
+    let url = listeners.api.local_addr().map(|a| format!("http://{a}"));
+    let parts = gateway::Parts::processor(counter, Arc::new(SystemClock));
+    tokio::spawn(gateway::run(
+        gateway::config::Config::default(),
+        parts,
+        listeners,
+        std::future::pending(),
+    ));
     url.unwrap_or_else(|e| panic!("{e}"))
 }
 
