@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::dedup::rr::Payload;
 use crate::storm::Mode;
 use crate::telemetry::LogFormat;
 
@@ -89,6 +90,10 @@ pub struct KubernetesConfig {
     /// saving one write. Until then the RR shows no count (it means one occurrence).
     #[serde(with = "duration")]
     pub status_init_delay: Duration,
+    /// What `spec.originalPayload` carries: `full` (the alert or Event as received) or
+    /// `compact` (an alert without the labels and annotations that `signalLabels` and
+    /// `signalAnnotations` already hold unabridged; see PERF.md for what it saves).
+    pub original_payload: Payload,
     /// Consecutive failed Kubernetes calls that open the circuit breaker.
     pub breaker_failures: u32,
     /// How long the open breaker answers 503 without calling Kubernetes.
@@ -104,6 +109,7 @@ impl Default for KubernetesConfig {
             call_timeout: Duration::from_secs(2),
             max_attempts: 16,
             status_init_delay: Duration::from_secs(1),
+            original_payload: Payload::Full,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),
         }

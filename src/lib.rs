@@ -7,9 +7,9 @@
 //! listed above it.
 //! - [`run`] and [`parts`]: the entry point and what it serves with.
 //! - [`api`]: the three HTTP listeners, limits, and the one error → response mapping.
+//! - [`config`]: the YAML configuration, every limit a documented field with a default.
 //! - [`processor`]: the seam between the HTTP layer and deduplication.
 //! - [`dedup`]: the create-or-count engine with group commit, the RR builder, the watch.
-//! - [`config`]: the YAML configuration, every limit a documented field with a default.
 //! - [`storm`]: the storm rule, the coalescing queue, and how storm status is written.
 //! - [`ingest`]: wire formats ([`ingest::adapters`]) into [`ingest::Signal`]s.
 //! - [`index`]: the watch-fed fingerprint index and the deterministic RR names.

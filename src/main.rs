@@ -52,6 +52,9 @@ struct Args {
     /// Storm queue flush interval [storm.flush_interval; default 200ms].
     #[arg(long, env = "GATEWAY_STORM_FLUSH_INTERVAL", value_parser = gateway::config::duration::parse)]
     storm_flush_interval: Option<std::time::Duration>,
+    /// spec.originalPayload: full (as received) or compact (an alert without the labels and annotations the RR holds anyway) [kubernetes.original_payload; default full].
+    #[arg(long, env = "GATEWAY_ORIGINAL_PAYLOAD")]
+    original_payload: Option<gateway::dedup::rr::Payload>,
     /// Arrival times kept per RR, >= threshold [storm.history_size; default: the threshold].
     #[arg(long, env = "GATEWAY_STORM_HISTORY_SIZE")]
     storm_history_size: Option<usize>,
@@ -89,6 +92,7 @@ impl Args {
             storm_threshold => storm.threshold,
             storm_window => storm.window,
             storm_flush_interval => storm.flush_interval,
+            original_payload => kubernetes.original_payload,
             storm_history_size => storm.history_size,
             storm_updates => storm.updates,
             log_format => log.format,

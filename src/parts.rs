@@ -108,6 +108,7 @@ impl<S: RrStore> Parts<Engine<S>> {
             namespace: namespace.to_owned(),
             max_attempts: config.kubernetes.max_attempts,
             status_init_delay: config.kubernetes.status_init_delay,
+            payload: config.kubernetes.original_payload,
         };
         let engine = Engine::new(store, index, settings, clock.clone(), metrics, storm);
         Parts {

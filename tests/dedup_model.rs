@@ -59,6 +59,7 @@ fn engine(store: &Arc<FakeStore>, status_init_delay: Duration) -> Engine<FakeSto
         namespace: "ns".into(),
         max_attempts: 64,
         status_init_delay,
+        payload: Default::default(),
     };
     let index = Arc::new(Index::new());
     let metrics = Metrics::new();

@@ -47,6 +47,7 @@ fn engine(
         namespace: "ns".into(),
         max_attempts: 16,
         status_init_delay: Duration::from_millis(20),
+        payload: Default::default(),
     };
     Engine::new(
         store.clone(),

@@ -47,6 +47,8 @@ pub struct Settings {
     /// How long a fresh RR waits for a duplicate to initialise its status before the
     /// engine writes count 1 itself (`kubernetes.status_init_delay`).
     pub status_init_delay: Duration,
+    /// What `spec.originalPayload` carries (`kubernetes.original_payload`).
+    pub payload: rr::Payload,
 }
 
 /// The dedup engine; cheap to clone.
@@ -71,6 +73,7 @@ struct Inner<S> {
     storm: storm::Writer<S>,
     max_attempts: u32,
     status_init_delay: Duration,
+    payload: rr::Payload,
     slots: DashMap<Fingerprint, Slot, ahash::RandomState>,
 }
 
@@ -115,6 +118,7 @@ impl<S: RrStore> Engine<S> {
                 storm,
                 max_attempts: settings.max_attempts,
                 status_init_delay: settings.status_init_delay,
+                payload: settings.payload,
                 slots: DashMap::default(),
             }),
         }
@@ -249,7 +253,13 @@ impl<S: RrStore> Engine<S> {
         let Some(first) = pending.front() else {
             return Ok(Step::Done);
         };
-        let rr = rr::build(&first.signal, &inner.namespace, generation, first.received);
+        let rr = rr::build_with(
+            &first.signal,
+            &inner.namespace,
+            generation,
+            first.received,
+            inner.payload,
+        );
         let name = rr.metadata.name.clone().unwrap_or_default();
         match inner.store.create(&rr).await {
             Ok(stored) => {

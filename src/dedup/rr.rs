@@ -11,16 +11,41 @@ use crate::index::{GENERATION_LABEL, rr_name};
 use crate::ingest::Signal;
 use crate::k8s::types::{
     ANNOTATION_VALUE_MAX, LABEL_VALUE_MAX, ORIGINAL_PAYLOAD_MAX, RemediationRequest,
-    RemediationRequestSpec, ResourceRef, SignalType, TargetType, truncate_bytes, truncate_chars,
+    RemediationRequestSpec, ResourceRef, SignalSource, SignalType, TargetType, truncate_bytes,
+    truncate_chars,
 };
 
+/// What `spec.originalPayload` carries (`kubernetes.original_payload`).
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Payload {
+    /// The alert or Event as received (capped at 64 KiB).
+    #[default]
+    Full,
+    /// An Alertmanager alert without its `labels` and `annotations` when `signalLabels` and
+    /// `signalAnnotations` hold them unabridged (nothing is lost: put them back to get the alert
+    /// as received); Events, and alerts with a value cut to the CRD's limits, stay whole.
+    Compact,
+}
+
 /// The RR of `signal`'s fingerprint with this `generation`, in `namespace`, first received at
-/// `received`. No status: the engine initialises it after the create.
+/// `received`, with the whole payload. No status: the engine initialises it after the create.
 pub fn build(
     signal: &Signal,
     namespace: &str,
     generation: u32,
     received: Timestamp,
+) -> RemediationRequest {
+    build_with(signal, namespace, generation, received, Payload::Full)
+}
+
+/// [`build`] with the given `originalPayload` form.
+pub fn build_with(
+    signal: &Signal,
+    namespace: &str,
+    generation: u32,
+    received: Timestamp,
+    payload: Payload,
 ) -> RemediationRequest {
     let cut = |map: &BTreeMap<String, String>, max: usize| {
         (!map.is_empty()).then(|| {
@@ -47,7 +72,7 @@ pub fn build(
         received_time: Time(received),
         signal_labels: cut(&signal.labels, LABEL_VALUE_MAX),
         signal_annotations: cut(&signal.annotations, ANNOTATION_VALUE_MAX),
-        original_payload: Some(truncate_bytes(&signal.raw, ORIGINAL_PAYLOAD_MAX).to_owned()),
+        original_payload: Some(original_payload(signal, payload)),
     };
     RemediationRequest {
         metadata: ObjectMeta {
@@ -58,5 +83,70 @@ pub fn build(
         },
         spec,
         status: None,
+    }
+}
+
+fn original_payload(signal: &Signal, payload: Payload) -> String {
+    let whole = || truncate_bytes(&signal.raw, ORIGINAL_PAYLOAD_MAX).to_owned();
+    let unabridged = |map: &BTreeMap<String, String>, max: usize| {
+        map.values().all(|v| v.chars().nth(max).is_none())
+    };
+    if payload == Payload::Full
+        || signal.source != SignalSource::Prometheus
+        || !unabridged(&signal.labels, LABEL_VALUE_MAX)
+        || !unabridged(&signal.annotations, ANNOTATION_VALUE_MAX)
+    {
+        return whole();
+    }
+    match serde_json::from_str::<serde_json::Value>(&signal.raw) {
+        Ok(serde_json::Value::Object(mut alert)) => {
+            alert.remove("labels");
+            alert.remove("annotations");
+            serde_json::Value::Object(alert).to_string()
+        }
+        _ => whole(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ingest::adapters::alertmanager;
+
+    fn signal(pod: &str) -> Signal {
+        let body = format!(
+            r#"{{"version":"4","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"A","namespace":"ns","pod":"{pod}"}},"annotations":{{"summary":"s"}},"startsAt":"2026-03-01T11:59:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://p/g","fingerprint":"0123"}}]}}"#
+        );
+        let now = "2026-03-01T12:00:00Z".parse().unwrap();
+        alertmanager::parse(&mut body.into_bytes(), None, now)
+            .unwrap()
+            .remove(0)
+            .unwrap()
+    }
+
+    fn payload(rr: &RemediationRequest) -> serde_json::Value {
+        serde_json::from_str(rr.spec.original_payload.as_deref().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn compact_payload_plus_labels_and_annotations_is_the_alert() {
+        let signal = signal("api-0");
+        let now = Timestamp::now();
+        let full = payload(&build_with(&signal, "gw", 0, now, Payload::Full));
+        let rr = build_with(&signal, "gw", 0, now, Payload::Compact);
+        let mut compact = payload(&rr);
+        assert!(compact.get("labels").is_none() && compact.get("annotations").is_none());
+        compact["labels"] = serde_json::to_value(rr.spec.signal_labels.unwrap()).unwrap();
+        compact["annotations"] = serde_json::to_value(rr.spec.signal_annotations.unwrap()).unwrap();
+        assert_eq!(compact, full);
+    }
+
+    #[test]
+    fn a_label_cut_to_the_crd_limit_keeps_the_payload_whole() {
+        let long = "p".repeat(LABEL_VALUE_MAX + 1);
+        let signal = signal(&long);
+        let rr = build_with(&signal, "gw", 0, Timestamp::now(), Payload::Compact);
+        assert_eq!(payload(&rr)["labels"]["pod"], long.as_str());
     }
 }
