@@ -14,7 +14,7 @@ use gateway::telemetry::{self, LogFormat};
 /// Every option can also be set in the YAML file given by --config, or by its environment
 /// variable; flags win over environment, environment over the file.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GATEWAY_COMMIT"), ")"))]
 struct Args {
     /// YAML configuration file (keys as in deploy/config.example.yaml).
     #[arg(long, env = "GATEWAY_CONFIG")]
