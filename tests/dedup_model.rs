@@ -134,6 +134,34 @@ async fn a_lone_create_gets_its_count_one_status_after_the_delay() {
     assert_eq!(writes(&store), 2);
 }
 
+/// The orchestrator sets a phase right after the create, before the gateway's initialisation:
+/// the initialisation re-reads the RR and still writes count 1, keeping the phase.
+#[tokio::test(start_paused = true)]
+async fn initialisation_survives_a_status_write_by_another_writer() {
+    let store = Arc::new(FakeStore::default());
+    let engine = engine(&store, Duration::from_millis(100));
+    assert!(matches!(
+        engine.process(signal(0)).await,
+        Ok(Outcome::Created { .. })
+    ));
+    {
+        let mut rrs = store.rrs.lock().unwrap();
+        let rr = rrs.values_mut().next().unwrap();
+        rr.status.get_or_insert_with(Default::default).overall_phase = Some("Processing".into());
+        rr.metadata.resource_version =
+            Some((store.next_rv.fetch_add(1, Ordering::SeqCst) + 1).to_string());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        initialised(&store),
+        Some(1),
+        "count 1 written despite the other write"
+    );
+    let rrs = store.rrs.lock().unwrap();
+    let status = rrs.values().next().unwrap().status.clone().unwrap();
+    assert_eq!(status.overall_phase.as_deref(), Some("Processing"));
+}
+
 /// Runs the ops; returns, per RR, the counts the engine answered.
 async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<String, Vec<i64>> {
     store.fail_every.store(fail_every, Ordering::SeqCst);

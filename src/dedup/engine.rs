@@ -363,18 +363,44 @@ impl<S: RrStore> Engine<S> {
         }
     }
 
-    /// Writes `status.deduplication` of a fresh RR (count 1), conditionally: if anything wrote
-    /// the status first, that write initialised it and this one is dropped.
+    /// Writes `status.deduplication` of a fresh RR (count 1), conditionally. When another
+    /// writer moved the RR first (the orchestrator setting a phase right after the create),
+    /// it re-reads the RR and writes again at the new version, but only while the block is
+    /// still absent: a duplicate's patch that got there first already wrote it.
     async fn initialise(&self, state: &RrState) {
-        let patch = StatusPatch::new(
-            state.resource_version,
-            state.history.to_status(state.first_seen, state.last_seen),
-            None,
-        );
-        match self.inner.store.patch_status(&state.name, &patch).await {
-            Ok(stored) => self.inner.index.apply(&stored),
-            Err(error) => {
-                tracing::debug!(rr = %state.name, %error, "status initialisation skipped")
+        const ATTEMPTS: u32 = 3;
+        let inner = &self.inner;
+        let mut resource_version = state.resource_version;
+        for _ in 0..ATTEMPTS {
+            let patch = StatusPatch::new(
+                resource_version,
+                state.history.to_status(state.first_seen, state.last_seen),
+                None,
+            );
+            match inner.store.patch_status(&state.name, &patch).await {
+                Ok(stored) => return inner.index.apply(&stored),
+                Err(StoreError::Conflict) => match inner.store.get(&state.name).await {
+                    Ok(current) => {
+                        inner.index.apply(&current);
+                        let present = current
+                            .status
+                            .as_ref()
+                            .is_some_and(|s| s.deduplication.is_some());
+                        let version = current.metadata.resource_version.as_deref();
+                        match version.and_then(|v| v.parse().ok()) {
+                            Some(version) if !present => resource_version = version,
+                            _ => return,
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(rr = %state.name, %error, "status initialisation skipped");
+                        return;
+                    }
+                },
+                Err(error) => {
+                    tracing::debug!(rr = %state.name, %error, "status initialisation skipped");
+                    return;
+                }
             }
         }
     }
