@@ -6,7 +6,10 @@
 //! its own writes before the watch echoes them. An entry never moves back in
 //! `resourceVersion`. A relist builds a fresh map beside the live one (write responses go to
 //! both) and swaps it in atomically when the list completes, so deleted RRs disappear without
-//! a window in which live ones are missing.
+//! a window in which live ones are missing. A removal takes the maps in the same order as a
+//! write (relist buffer first), only drops versions up to the deleted one (a recreation under
+//! the same name survives a late Delete), and leaves a short-lived tombstone so that a response
+//! that raced the Delete (a GET, a storm write) cannot bring the RR back.
 //!
 //! **Compact entries.** Every RR in the namespace lives here, so the entry is small: the key is
 //! the fingerprint's 32 bytes, one RR per fingerprint (the usual case) sits inline, times are
@@ -15,6 +18,7 @@
 //! the expanded [`RrState`].
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
@@ -213,7 +217,16 @@ impl RrState {
 pub struct Index {
     live: ArcSwap<Shards>,
     relist: ArcSwapOption<Shards>,
+    /// RR name → (deleted resourceVersion, when); at most [`TOMBSTONES_MAX`], each kept for
+    /// [`TOMBSTONE_TTL`].
+    tombstones: DashMap<Arc<str>, (u64, Instant), ahash::RandomState>,
 }
+
+/// How long a deleted RR's tombstone keeps stale writes out: far longer than any response can
+/// be in flight (every Kubernetes call has a deadline of seconds).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+/// Tombstones kept at most; beyond it expired ones are purged, then the oldest dropped.
+const TOMBSTONES_MAX: usize = 10_000;
 
 impl Default for Index {
     fn default() -> Self {
@@ -227,6 +240,7 @@ impl Index {
         Index {
             live: ArcSwap::from_pointee(Shards::default()),
             relist: ArcSwapOption::empty(),
+            tombstones: DashMap::default(),
         }
     }
 
@@ -264,39 +278,82 @@ impl Index {
     }
 
     /// Takes in an RR seen on the watch or returned by a write, unless the index already
-    /// holds a newer version of it.
+    /// holds a newer version of it or it was deleted at this version or later.
     pub fn apply(&self, rr: &RemediationRequest) {
         let Some((fingerprint, state)) = RrState::from_rr(rr) else {
             return;
         };
+        if self.buried(&state) {
+            return;
+        }
         if let Some(relist) = self.relist.load().as_ref() {
             upsert(relist, fingerprint, state.clone());
         }
         upsert(&self.live.load(), fingerprint, state);
     }
 
-    /// Drops an RR deleted on the watch (or found missing by a write).
-    pub fn remove(&self, fingerprint: &Fingerprint, name: &str) {
+    /// Drops an RR deleted on the watch (at `resource_version`), or found missing by a write
+    /// (`None`: whatever version the index holds).
+    pub fn remove(&self, fingerprint: &Fingerprint, name: &str, resource_version: Option<u64>) {
         let key = fingerprint.to_bytes();
-        for shards in [Some(self.live.load_full()), self.relist.load_full()]
-            .into_iter()
-            .flatten()
-        {
+        let mut deleted = resource_version.unwrap_or(0);
+        // The relist buffer before the live map, as `apply` writes them: a relist finishing
+        // between the two loads cannot resurrect the RR.
+        let relist = self.relist.load_full();
+        let live = self.live.load_full();
+        for shards in [relist, Some(live)].into_iter().flatten() {
             shards.remove_if_mut(&key, |_, rrs| {
-                rrs.retain(|rr| !rr.has_name(fingerprint, name));
+                rrs.retain(|rr| {
+                    let gone = rr.has_name(fingerprint, name)
+                        && resource_version.is_none_or(|rv| rr.resource_version <= rv);
+                    if gone {
+                        deleted = deleted.max(rr.resource_version);
+                    }
+                    !gone
+                });
                 rrs.is_empty()
             });
         }
+        self.bury(name, deleted);
     }
 
-    /// Drops an RR given as an object.
+    /// Drops an RR given as an object (a watch Delete: its resourceVersion is the deletion's).
     pub fn remove_rr(&self, rr: &RemediationRequest) {
         if let (Some(fingerprint), Some(name)) = (
             Fingerprint::parse(&rr.spec.signal_fingerprint),
             rr.metadata.name.as_deref(),
         ) {
-            self.remove(&fingerprint, name);
+            let version = rr.metadata.resource_version.as_deref();
+            let version = version.and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+            self.remove(&fingerprint, name, Some(version));
         }
+    }
+
+    fn bury(&self, name: &str, resource_version: u64) {
+        let now = Instant::now();
+        if self.tombstones.len() >= TOMBSTONES_MAX {
+            self.tombstones
+                .retain(|_, (_, at)| now.duration_since(*at) < TOMBSTONE_TTL);
+            if self.tombstones.len() >= TOMBSTONES_MAX {
+                let oldest = self
+                    .tombstones
+                    .iter()
+                    .min_by_key(|t| t.1)
+                    .map(|t| t.key().clone());
+                if let Some(oldest) = oldest {
+                    self.tombstones.remove(&oldest);
+                }
+            }
+        }
+        self.tombstones.insert(name.into(), (resource_version, now));
+    }
+
+    /// Whether `state` is a version at or before a recent deletion of its name.
+    fn buried(&self, state: &RrState) -> bool {
+        self.tombstones.get(&state.name).is_some_and(|t| {
+            let (deleted, at) = *t;
+            state.resource_version <= deleted && at.elapsed() < TOMBSTONE_TTL
+        })
     }
 
     /// A relist started: later list items go to a fresh map.
@@ -309,6 +366,9 @@ impl Index {
         let Some((fingerprint, state)) = RrState::from_rr(rr) else {
             return;
         };
+        if self.buried(&state) {
+            return;
+        }
         if let Some(relist) = self.relist.load().as_ref() {
             upsert(relist, fingerprint, state);
         }
@@ -435,8 +495,39 @@ mod tests {
         let (_, expected) = RrState::from_rr(&foreign).unwrap();
         assert_eq!(index.active(&fingerprint, now), Some(expected));
         assert_eq!(index.next_generation(&fingerprint), 2);
-        index.remove(&fingerprint, "made-by-hand");
+        index.remove(&fingerprint, "made-by-hand", None);
         assert_eq!(index.active(&fingerprint, now).unwrap().generation, Some(0));
+    }
+
+    #[test]
+    fn a_response_that_raced_a_delete_does_not_resurrect_the_rr() {
+        let fingerprint = Fingerprint::of(None, "ns", "Pod", "a");
+        let index = Index::new();
+        let name = rr_name(&fingerprint, 0);
+        index.apply(&rr(&name, Some(0), 7, vec![1]));
+        index.remove_rr(&rr(&name, Some(0), 8, vec![1]));
+        index.apply(&rr(&name, Some(0), 7, vec![1]));
+        let now = Timestamp::from_second(1_772_366_400).unwrap();
+        assert_eq!(
+            index.active(&fingerprint, now),
+            None,
+            "the late GET is ignored"
+        );
+        index.apply(&rr(&name, Some(0), 9, vec![1]));
+        assert!(
+            index.active(&fingerprint, now).is_some(),
+            "a recreation is taken in"
+        );
+    }
+
+    #[test]
+    fn a_late_delete_does_not_remove_a_recreation() {
+        let fingerprint = Fingerprint::of(None, "ns", "Pod", "a");
+        let index = Index::new();
+        let name = rr_name(&fingerprint, 0);
+        index.apply(&rr(&name, Some(0), 12, vec![1]));
+        index.remove_rr(&rr(&name, Some(0), 8, vec![1]));
+        assert_eq!(index.resource_version(&fingerprint, &name), Some(12));
     }
 
     #[test]

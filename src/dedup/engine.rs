@@ -341,7 +341,7 @@ impl<S: RrStore> Engine<S> {
                 Ok(Step::Again)
             }
             Err(StoreError::NotFound) => {
-                inner.index.remove(fingerprint, &active.name);
+                inner.index.remove(fingerprint, &active.name, None);
                 Ok(Step::Again)
             }
             Err(error) => Err(error.into()),
@@ -356,7 +356,7 @@ impl<S: RrStore> Engine<S> {
                 Ok(())
             }
             Err(StoreError::NotFound) => {
-                self.inner.index.remove(fingerprint, name);
+                self.inner.index.remove(fingerprint, name, None);
                 Ok(())
             }
             Err(error) => Err(error.into()),
