@@ -134,6 +134,11 @@ pub struct StormConfig {
     pub queue_capacity: usize,
     /// Storm patches in flight at once.
     pub max_concurrent_patches: usize,
+    /// At shutdown, after the requests drained: how long pending storm states (failed ones
+    /// included) are retried before the gateway exits. Part of the pod's grace period, beside
+    /// `api.shutdown_grace`.
+    #[serde(with = "duration")]
+    pub final_flush_timeout: Duration,
     /// Recent arrival times kept per RR in `status.deduplication.recentOccurrences` (at least
     /// `threshold`, at most 1024). Default: `threshold`, all the rule needs to detect a storm;
     /// `windowOccurrences` saturates at it, so raise it only to report larger windows.
@@ -156,6 +161,7 @@ impl Default for StormConfig {
             updates: Mode::Inline,
             queue_capacity: 100_000,
             max_concurrent_patches: 8,
+            final_flush_timeout: Duration::from_secs(5),
             history_size: None,
         }
     }

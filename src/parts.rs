@@ -102,6 +102,7 @@ impl<S: RrStore> Parts<Engine<S>> {
         let flusher = storm.flusher(
             config.storm.flush_interval,
             config.storm.max_concurrent_patches,
+            config.storm.final_flush_timeout,
             shutdown.last(),
         );
         let settings = dedup::Settings {

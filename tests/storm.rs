@@ -28,6 +28,16 @@ fn engine(
     threshold: u32,
     window: Duration,
 ) -> Engine<FakeStore> {
+    engine_in(store, clock, threshold, window, storm::Mode::Sync)
+}
+
+fn engine_in(
+    store: &Arc<FakeStore>,
+    clock: &ManualClock,
+    threshold: u32,
+    window: Duration,
+    mode: storm::Mode,
+) -> Engine<FakeStore> {
     let rule = storm::Rule {
         threshold,
         window,
@@ -37,7 +47,7 @@ fn engine(
     let index = Arc::new(Index::new());
     let storm = storm::Writer::new(
         rule,
-        storm::Mode::Sync,
+        mode,
         100,
         store.clone(),
         index.clone(),
@@ -110,6 +120,48 @@ async fn lifetime_mode_ignores_time() {
     }
     let storm = store.storm_of(&fp).unwrap();
     assert_eq!((storm.aggregated_count, storm.window_occurrences), (1, 5));
+}
+
+/// In `async` mode a storm write that fails for a reason a retry can fix stays queued and
+/// lands once the API is back (it is not dropped).
+#[tokio::test(start_paused = true)]
+async fn a_failed_storm_write_is_retried_until_it_lands() {
+    let (store, clock) = (Arc::new(FakeStore::default()), start());
+    let engine = engine_in(
+        &store,
+        &clock,
+        2,
+        Duration::from_secs(60),
+        storm::Mode::Async,
+    );
+    let fp = Fingerprint::of(None, "ns", "Pod", "r").to_string();
+    for _ in 0..3 {
+        engine.process(signal("r")).await.unwrap();
+    }
+    let metrics = Metrics::new();
+    let interval = Duration::from_millis(200);
+    let flush = || {
+        storm::queue::flush(
+            engine.storm().queue(),
+            &*store,
+            engine.index(),
+            &metrics,
+            4,
+            interval,
+        )
+    };
+    store.fail_storm.store(true, Ordering::SeqCst);
+    flush().await;
+    assert_eq!(store.storm_of(&fp), None);
+    assert_eq!(engine.storm().queue().len(), 1, "kept for a retry");
+    store.fail_storm.store(false, Ordering::SeqCst);
+    flush().await;
+    assert_eq!(store.storm_of(&fp), None, "not before its backoff");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    flush().await;
+    let storm = store.storm_of(&fp).expect("written on the retry");
+    assert_eq!(storm.aggregated_count, 2);
+    assert!(engine.storm().queue().is_empty());
 }
 
 #[tokio::test]

@@ -120,12 +120,13 @@ impl<S: RrStore> Writer<S> {
     }
 
     /// The background task that writes the queue every `interval`, `concurrency` patches at
-    /// a time, and once more when `stop` is cancelled; `None` unless the mode is
-    /// [`Mode::Async`].
+    /// a time, and what is left for at most `final_flush` once `stop` is cancelled; `None`
+    /// unless the mode is [`Mode::Async`].
     pub fn flusher(
         &self,
         interval: Duration,
         concurrency: usize,
+        final_flush: Duration,
         stop: CancellationToken,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
         (self.mode == Mode::Async).then(|| {
@@ -136,6 +137,7 @@ impl<S: RrStore> Writer<S> {
                 self.metrics.clone(),
                 interval,
                 concurrency,
+                final_flush,
                 stop,
             )
         })

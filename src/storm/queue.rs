@@ -2,16 +2,23 @@
 //! it), written by one flusher every `storm.flush_interval` with at most one patch in flight
 //! per RR. Memory is bounded by `storm.queue_capacity` distinct RRs, whatever the signal rate;
 //! offering never blocks and never fails the request that caused it.
+//!
+//! A write that failed for a reason a retry can fix (a timeout, the API unreachable, the
+//! breaker open) goes back into the queue with a backoff (the flush interval, doubling up to
+//! [`MAX_BACKOFF`]) and is retried until it lands or a newer state supersedes it; a stale write
+//! (the count moved on) or one for a deleted RR is dropped. At shutdown the flusher keeps
+//! retrying what is left for its own share of the grace period (`storm.final_flush_timeout`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::index::Index;
-use crate::k8s::store::RrStore;
+use crate::k8s::store::{RrStore, StoreError};
 use crate::k8s::types::StormAggregationStatus;
 use crate::telemetry::Metrics;
 
@@ -26,9 +33,21 @@ pub struct Write {
     pub status: StormAggregationStatus,
 }
 
+/// Longest wait between retries of a failed write.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A pending write and when it may go out.
+#[derive(Clone, Debug)]
+struct Pending {
+    write: Write,
+    /// Failed attempts so far.
+    failures: u32,
+    not_before: Option<Instant>,
+}
+
 /// The queue; shared between the engine (offer) and the flusher.
 pub struct Queue {
-    pending: Mutex<HashMap<Arc<str>, Write, ahash::RandomState>>,
+    pending: Mutex<HashMap<Arc<str>, Pending, ahash::RandomState>>,
     capacity: usize,
     metrics: Metrics,
 }
@@ -45,27 +64,64 @@ impl Queue {
 
     /// Offers a state; replaces an older pending one of the same RR.
     pub fn offer(&self, rr: Arc<str>, write: Write) {
+        self.put(
+            rr,
+            Pending {
+                write,
+                failures: 0,
+                not_before: None,
+            },
+            true,
+        );
+    }
+
+    /// Puts a failed write back, unless a newer state of its RR is already pending.
+    fn retry(&self, rr: Arc<str>, pending: Pending) {
+        self.put(rr, pending, false);
+    }
+
+    fn put(&self, rr: Arc<str>, new: Pending, fresh: bool) {
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
         let len = pending.len();
         match pending.get_mut(&rr) {
             Some(queued) => {
-                self.metrics.storm_coalesced.increment(1);
-                if write.count > queued.count {
-                    *queued = write;
+                if fresh {
+                    self.metrics.storm_coalesced.increment(1);
+                }
+                if new.write.count > queued.write.count {
+                    *queued = new;
                 }
             }
             None if len >= self.capacity => self.metrics.storm_queue_overflow.increment(1),
             None => {
-                pending.insert(rr, write);
+                pending.insert(rr, new);
                 self.metrics.storm_queue_pending.set((len + 1) as f64);
             }
         }
     }
 
-    /// Takes everything pending.
-    fn take(&self) -> Vec<(Arc<str>, Write)> {
+    /// Takes everything pending that is due at `now`.
+    fn take(&self, now: Instant) -> Vec<(Arc<str>, Pending)> {
+        let Ok(mut pending) = self.pending.lock() else {
+            return Vec::new();
+        };
+        let due: Vec<Arc<str>> = pending
+            .iter()
+            .filter(|(_, p)| p.not_before.is_none_or(|at| at <= now))
+            .map(|(rr, _)| rr.clone())
+            .collect();
+        let taken = due
+            .into_iter()
+            .filter_map(|rr| pending.remove_entry(&rr))
+            .collect();
+        self.metrics.storm_queue_pending.set(pending.len() as f64);
+        taken
+    }
+
+    /// Takes everything pending, due or not (the final flush).
+    fn take_all(&self) -> Vec<(Arc<str>, Pending)> {
         let Ok(mut pending) = self.pending.lock() else {
             return Vec::new();
         };
@@ -84,7 +140,19 @@ impl Queue {
     }
 }
 
-/// Writes one storm state; returns whether the apiserver took it.
+/// What became of one storm write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// The apiserver took it.
+    Yes,
+    /// It will never apply: stale (the count moved on, a newer state follows), or the RR is
+    /// gone.
+    Never,
+    /// It failed for a reason a retry can fix.
+    Retry,
+}
+
+/// Writes one storm state.
 ///
 /// The RR the write returns goes into the index: the write moved its `resourceVersion`, and
 /// the next duplicate's conditional patch must carry the new one instead of losing a 409.
@@ -94,25 +162,28 @@ pub async fn write<S: RrStore>(
     metrics: &Metrics,
     rr: &str,
     write: &Write,
-) -> bool {
+) -> Written {
     match store.patch_storm(rr, write.count, &write.status).await {
         Ok(stored) => {
             index.apply(&stored);
             metrics.storm_patches_ok.increment(1);
-            true
+            Written::Yes
         }
         Err(error) => {
-            // Stale (the count moved on: a newer state follows), the RR is gone, or the API is
-            // down: storm status is informational, so it is logged and dropped.
             metrics.storm_patches_error.increment(1);
             tracing::debug!(rr, %error, "storm status not written");
-            false
+            match error {
+                StoreError::Timeout(_) | StoreError::Unavailable(_) => Written::Retry,
+                _ => Written::Never,
+            }
         }
     }
 }
 
-/// The flusher: every `interval`, writes what is pending, `concurrency` patches at a time.
-/// When `stop` turns true it writes what is left once and returns.
+/// The flusher: every `interval`, writes what is due, `concurrency` patches at a time. When
+/// `stop` is cancelled it keeps writing what is left, failed writes included, for at most
+/// `final_flush` and returns.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S: RrStore>(
     queue: Arc<Queue>,
     store: Arc<S>,
@@ -120,38 +191,91 @@ pub async fn run<S: RrStore>(
     metrics: Metrics,
     interval: Duration,
     concurrency: usize,
+    final_flush: Duration,
     stop: CancellationToken,
 ) {
     // The first tick one interval from now (not immediately), so a state offered right after
     // start-up waits like any other.
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let stopping = tokio::select! {
-            _ = ticker.tick() => false,
-            _ = stop.cancelled() => true,
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => break,
         };
-        flush(&queue, &*store, &index, &metrics, concurrency).await;
-        if stopping {
+        flush(&queue, &*store, &index, &metrics, concurrency, interval).await;
+    }
+    // Last step of shutdown: everything pending goes out now, retried until the budget ends.
+    let deadline = Instant::now() + final_flush;
+    let retry_every = interval.min(Duration::from_millis(200));
+    loop {
+        let batch = queue.take_all();
+        let left = write_all(
+            batch,
+            &queue,
+            &*store,
+            &index,
+            &metrics,
+            concurrency,
+            retry_every,
+        )
+        .await;
+        if left == 0 || Instant::now() + retry_every >= deadline {
+            if left > 0 {
+                tracing::warn!(rrs = left, "storm status not written before shutdown");
+            }
             return;
         }
+        tokio::time::sleep(retry_every).await;
     }
 }
 
-/// Writes everything pending now.
+/// Writes everything due now; failed writes that a retry can fix go back with a backoff of
+/// `interval` doubled per failure.
 pub async fn flush<S: RrStore>(
     queue: &Queue,
     store: &S,
     index: &Index,
     metrics: &Metrics,
     concurrency: usize,
+    interval: Duration,
 ) {
-    let batch = queue.take();
+    let batch = queue.take(Instant::now());
+    write_all(batch, queue, store, index, metrics, concurrency, interval).await;
+}
+
+/// Writes `batch`; returns how many went back into the queue.
+async fn write_all<S: RrStore>(
+    batch: Vec<(Arc<str>, Pending)>,
+    queue: &Queue,
+    store: &S,
+    index: &Index,
+    metrics: &Metrics,
+    concurrency: usize,
+    interval: Duration,
+) -> usize {
+    let retried = std::sync::atomic::AtomicUsize::new(0);
     futures::stream::iter(batch)
-        .for_each_concurrent(concurrency, |(rr, state)| async move {
-            write(store, index, metrics, &rr, &state).await;
+        .for_each_concurrent(concurrency, |(rr, pending)| {
+            let retried = &retried;
+            async move {
+                if write(store, index, metrics, &rr, &pending.write).await == Written::Retry {
+                    let failures = pending.failures.saturating_add(1);
+                    let backoff = interval
+                        .saturating_mul(1 << failures.min(16))
+                        .min(MAX_BACKOFF);
+                    let pending = Pending {
+                        failures,
+                        not_before: Some(Instant::now() + backoff),
+                        ..pending
+                    };
+                    queue.retry(rr, pending);
+                    retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
         })
         .await;
+    retried.into_inner()
 }
 
 #[cfg(test)]
@@ -178,9 +302,9 @@ mod tests {
         queue.offer("a".into(), state(5));
         queue.offer("a".into(), state(7));
         queue.offer("a".into(), state(6));
-        let taken = queue.take();
+        let taken = queue.take(Instant::now());
         assert_eq!(taken.len(), 1);
-        assert_eq!(taken[0].1.count, 7);
+        assert_eq!(taken[0].1.write.count, 7);
         assert!(queue.is_empty());
     }
 
