@@ -2,18 +2,34 @@
 //! set, and the one reason `/readyz` gives when the gateway is not ready. The HTTP probe
 //! handler (`api::probes`) only reads them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 /// Readiness flags.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     index_synced: AtomicBool,
     /// Set by the watch: its stream failed and has not delivered (or probed) since.
     kube_unreachable: AtomicBool,
-    /// Set by the Kubernetes calls: the circuit breaker is open. Isolated failed calls do not
-    /// count; `kubernetes.breaker_failures` consecutive ones do.
-    breaker_open: AtomicBool,
+    /// Set by the Kubernetes calls: until when (ms after `started`) the circuit breaker is
+    /// open. Isolated failed calls do not count; `kubernetes.breaker_failures` consecutive ones
+    /// do. Once the cooldown ends the next call probes, so readiness comes back with it (and
+    /// leaves again for another cooldown if the probe fails).
+    breaker_open_until_ms: AtomicU64,
     shutting_down: AtomicBool,
+    started: Instant,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            index_synced: AtomicBool::new(false),
+            kube_unreachable: AtomicBool::new(false),
+            breaker_open_until_ms: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
 }
 
 impl Health {
@@ -37,9 +53,18 @@ impl Health {
         !self.kube_unreachable.load(Ordering::Acquire)
     }
 
-    /// The Kubernetes calls' circuit breaker opened (or closed).
-    pub fn set_breaker_open(&self, open: bool) {
-        self.breaker_open.store(open, Ordering::Release);
+    /// The Kubernetes calls' circuit breaker is open until `until` (`None`: closed).
+    pub fn set_breaker_open_until(&self, until: Option<Instant>) {
+        let ms = until.map_or(0, |until| self.ms(until).max(1));
+        self.breaker_open_until_ms.store(ms, Ordering::Release);
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn breaker_open(&self) -> bool {
+        self.breaker_open_until_ms.load(Ordering::Acquire) > self.ms(Instant::now())
     }
 
     /// Shutdown started: readiness turns false for good.
@@ -58,9 +83,7 @@ impl Health {
             Some("shutting down")
         } else if !self.index_synced.load(Ordering::Acquire) {
             Some("RemediationRequest index has not finished its list")
-        } else if self.kube_unreachable.load(Ordering::Acquire)
-            || self.breaker_open.load(Ordering::Acquire)
-        {
+        } else if self.kube_unreachable.load(Ordering::Acquire) || self.breaker_open() {
             Some("Kubernetes API unreachable")
         } else {
             None
@@ -78,15 +101,23 @@ mod tests {
         health.set_index_synced(true);
         assert_eq!(health.not_ready_reason(), None);
         health.set_kube_reachable(false);
-        health.set_breaker_open(false);
+        health.set_breaker_open_until(None);
         assert!(
             health.not_ready_reason().is_some(),
             "a good call does not hide a lost watch"
         );
         health.set_kube_reachable(true);
-        health.set_breaker_open(true);
-        assert!(health.not_ready_reason().is_some());
-        health.set_breaker_open(false);
-        assert_eq!(health.not_ready_reason(), None);
+        let soon = Instant::now() + std::time::Duration::from_millis(50);
+        health.set_breaker_open_until(Some(soon));
+        assert!(health.not_ready_reason().is_some(), "open breaker");
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert_eq!(
+            health.not_ready_reason(),
+            None,
+            "cooldown over: the next call probes"
+        );
+        health.set_breaker_open_until(Some(Instant::now() + std::time::Duration::from_secs(60)));
+        health.set_breaker_open_until(None);
+        assert_eq!(health.not_ready_reason(), None, "closed");
     }
 }

@@ -178,7 +178,10 @@ async fn alertmanager_deliveries_become_exact_counts_on_one_rr_across_an_outage(
         .metric(
             &http,
             "gateway_http_request_duration_seconds_count",
-            &[("route", "prometheus"), ("status", "503")],
+            &[
+                ("endpoint", "/api/v1/signals/prometheus"),
+                ("status", "503"),
+            ],
         )
         .await;
     assert_eq!(refused_before, 0.0, "no 503 before the outage");
@@ -193,7 +196,10 @@ async fn alertmanager_deliveries_become_exact_counts_on_one_rr_across_an_outage(
         .metric(
             &http,
             "gateway_http_request_duration_seconds_count",
-            &[("route", "prometheus"), ("status", "503")],
+            &[
+                ("endpoint", "/api/v1/signals/prometheus"),
+                ("status", "503"),
+            ],
         )
         .await;
     assert!(refused >= 3.0, "the gateway answered 503 ({refused})");
@@ -237,7 +243,10 @@ async fn alertmanager_deliveries_become_exact_counts_on_one_rr_across_an_outage(
         .metric(
             &http,
             "gateway_http_request_duration_seconds_count",
-            &[("route", "prometheus"), ("status", "503")],
+            &[
+                ("endpoint", "/api/v1/signals/prometheus"),
+                ("status", "503"),
+            ],
         )
         .await;
     assert_eq!(

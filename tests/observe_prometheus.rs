@@ -298,7 +298,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     eventually(Duration::from_secs(30), "breaker open, scraped", || async {
-        let open = query(&http, &prometheus.url, "gateway_circuit_breaker_state == 1").await;
+        let open = query(&http, &prometheus.url, "gateway_circuit_breaker_state == 2").await;
         (!open.is_empty()).then_some(())
     })
     .await;

@@ -13,7 +13,7 @@ use super::{ApiError, App};
 use crate::ingest::adapters::{alertmanager, kubernetes_event};
 use crate::ingest::{Rejection, Signal};
 use crate::processor::{Outcome, ProcessError, Processor};
-use crate::telemetry::Route;
+use crate::telemetry::{Route, Source};
 
 /// Path of the Alertmanager route.
 pub const PROMETHEUS_PATH: &str = "/api/v1/signals/prometheus";
@@ -29,6 +29,7 @@ where
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let path = request.uri().path().to_owned();
+    let method = request.method().clone();
     let route = match path.as_str() {
         PROMETHEUS_PATH => Route::Prometheus,
         EVENT_PATH => Route::KubernetesEvent,
@@ -41,6 +42,7 @@ where
     decorate(response.headers_mut(), &request_id);
     app.metrics.http_request(
         route,
+        &method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -108,13 +110,17 @@ where
     let now = app.clock.now();
     match route {
         Route::Prometheus => {
-            app.metrics.received_prometheus.increment(1);
             let alerts = alertmanager::parse(&mut body, x_timestamp.as_deref(), now)?;
+            for signal in alerts.iter().flatten() {
+                app.metrics
+                    .signal_received(Source::Prometheus, &signal.severity);
+            }
             prometheus(app, alerts).await
         }
         Route::KubernetesEvent => {
-            app.metrics.received_event.increment(1);
             let signal = kubernetes_event::parse(&mut body, now)?;
+            app.metrics
+                .signal_received(Source::KubernetesEvent, &signal.severity);
             let fingerprint = signal.fingerprint;
             let outcome = app.processor.process(signal).await?;
             Ok(single(&fingerprint.to_string(), outcome))

@@ -34,8 +34,9 @@ use crate::fingerprint::Fingerprint;
 use crate::index::{Index, RrState};
 use crate::ingest::Signal;
 use crate::k8s::store::{RrStore, StatusPatch, StoreError};
+use crate::k8s::types::SignalSource;
 use crate::storm;
-use crate::telemetry::{CallOutcome, Metrics};
+use crate::telemetry::{CallOutcome, Metrics, Source};
 
 /// What the engine is told at start-up.
 #[derive(Clone, Debug)]
@@ -264,7 +265,10 @@ impl<S: RrStore> Engine<S> {
         match inner.store.create(&rr).await {
             Ok(stored) => {
                 inner.index.apply(&stored);
-                inner.metrics.created.increment(1);
+                inner.metrics.rr_created(match first.signal.source {
+                    SignalSource::Prometheus => Source::Prometheus,
+                    SignalSource::KubernetesEvents => Source::KubernetesEvent,
+                });
                 *created = RrState::from_rr(&stored).map(|(_, state)| state);
                 if let Some(waiter) = pending.pop_front() {
                     let _ = waiter.reply.send(Ok(Outcome::Created {
@@ -316,7 +320,9 @@ impl<S: RrStore> Engine<S> {
         match inner.store.patch_status(&active.name, &patch).await {
             Ok(stored) => {
                 inner.index.apply(&stored);
-                inner.metrics.deduplicated.increment(pending.len() as u64);
+                for waiter in pending.iter() {
+                    inner.metrics.signal_deduplicated(&waiter.signal.name);
+                }
                 let state = RrState::from_rr(&stored).map_or(active.clone(), |(_, s)| s);
                 inner.storm.committed(fingerprint, &state, crossed).await;
                 for (ordinal, waiter) in (base + 1..).zip(pending.drain(..)) {

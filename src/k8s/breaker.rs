@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 use metrics::Gauge;
 
+/// `gateway_circuit_breaker_state` values.
+const CLOSED: f64 = 0.0;
+const HALF_OPEN: f64 = 1.0;
+const OPEN: f64 = 2.0;
+
 /// Breaker state; a `std::sync::Mutex` because no await happens while it is held.
 #[derive(Debug)]
 pub struct Breaker {
@@ -30,7 +35,7 @@ struct State {
 impl Breaker {
     /// A closed breaker.
     pub fn new(failures: u32, cooldown: Duration, gauge: Gauge) -> Self {
-        gauge.set(0.0);
+        gauge.set(CLOSED);
         Breaker {
             state: Mutex::new(State {
                 consecutive_failures: 0,
@@ -57,28 +62,30 @@ impl Breaker {
             return false;
         }
         state.probe_until = Some(now + self.cooldown.max(Duration::from_millis(1)));
+        self.gauge.set(HALF_OPEN);
         true
     }
 
-    /// Records a call's result; returns whether the breaker is open afterwards.
-    pub fn record(&self, healthy: bool) -> bool {
+    /// Records a call's result; returns until when the breaker is open afterwards (`None`:
+    /// closed).
+    pub fn record(&self, healthy: bool) -> Option<Instant> {
         let Ok(mut state) = self.state.lock() else {
-            return false;
+            return None;
         };
         if healthy {
             if state.open_until.take().is_some() {
-                self.gauge.set(0.0);
+                self.gauge.set(CLOSED);
             }
             state.probe_until = None;
             state.consecutive_failures = 0;
-            return false;
+            return None;
         }
         state.consecutive_failures = state.consecutive_failures.saturating_add(1);
         if state.probe_until.take().is_some() || state.consecutive_failures >= self.failures {
             state.open_until = Some(Instant::now() + self.cooldown);
-            self.gauge.set(1.0);
+            self.gauge.set(OPEN);
         }
-        state.open_until.is_some()
+        state.open_until
     }
 }
 
@@ -117,17 +124,20 @@ mod tests {
     #[test]
     fn half_open_lets_exactly_one_probe_through() {
         let breaker = Breaker::new(1, Duration::from_millis(50), metrics::Gauge::noop());
-        assert!(breaker.record(false), "open");
+        assert!(breaker.record(false).is_some(), "open");
         assert!(!breaker.allow());
         std::thread::sleep(Duration::from_millis(60));
         assert!(breaker.allow(), "the probe");
         assert!(!breaker.allow(), "nobody else while the probe is out");
         assert!(!breaker.allow());
-        assert!(breaker.record(false), "a failed probe opens it again");
+        assert!(
+            breaker.record(false).is_some(),
+            "a failed probe opens it again"
+        );
         assert!(!breaker.allow());
         std::thread::sleep(Duration::from_millis(60));
         assert!(breaker.allow(), "the next probe");
-        assert!(!breaker.record(true), "a good probe closes it");
+        assert!(breaker.record(true).is_none(), "a good probe closes it");
         assert!(breaker.allow() && breaker.allow(), "closed: everyone goes");
     }
 

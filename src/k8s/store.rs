@@ -207,7 +207,8 @@ impl KubeStore {
         );
         // Readiness follows the breaker, not each call: an isolated timeout (one slow write in
         // a brownout) must not take every replica out of its Service at once.
-        self.health.set_breaker_open(self.breaker.record(healthy));
+        self.health
+            .set_breaker_open_until(self.breaker.record(healthy));
         result
     }
 }

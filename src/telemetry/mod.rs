@@ -7,7 +7,8 @@
 pub mod names;
 pub mod process;
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -120,14 +121,6 @@ fn describe() {
 /// Hot-path metric handles, looked up once at start-up.
 #[derive(Clone)]
 pub struct Metrics {
-    /// `gateway_signals_received_total{source="prometheus"}`.
-    pub received_prometheus: Counter,
-    /// `gateway_signals_received_total{source="kubernetes-event"}`.
-    pub received_event: Counter,
-    /// `gateway_signals_deduplicated_total`.
-    pub deduplicated: Counter,
-    /// `gateway_crds_created_total`.
-    pub created: Counter,
     /// `gateway_index_entries`.
     pub index_entries: Gauge,
     /// `gateway_watch_restarts_total`.
@@ -136,7 +129,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// `gateway_overload_rejections_total`.
     pub rejected_overload: Counter,
-    /// `gateway_circuit_breaker_state`.
+    /// `gateway_circuit_breaker_state{name="kubernetes"}`: 0 closed, 1 half-open, 2 open.
     pub circuit_breaker_state: Gauge,
     /// `gateway_storms_detected_total`.
     pub storms_detected: Counter,
@@ -151,22 +144,25 @@ pub struct Metrics {
     /// `gateway_storm_patches_total{outcome="error"}`.
     pub storm_patches_error: Counter,
     labelled: Arc<Labelled>,
+    /// `gateway_signals_deduplicated_total{signal_name}`, one series per signal name up to
+    /// [`SIGNAL_NAMES_MAX`]; later names count under `other`.
+    deduplicated: Arc<Mutex<HashMap<String, Counter>>>,
 }
+
+/// Distinct `signal_name` label values kept (alert names and Event reasons: a bounded set in
+/// practice; the cap keeps a misbehaving sender from growing the registry).
+pub const SIGNAL_NAMES_MAX: usize = 500;
 
 impl Metrics {
     /// Registers the handles (installing the recorder first if needed).
     pub fn new() -> Self {
         prometheus();
         let metrics = Metrics {
-            received_prometheus: metrics::counter!(names::SIGNALS_RECEIVED, "source" => "prometheus"),
-            received_event: metrics::counter!(names::SIGNALS_RECEIVED, "source" => "kubernetes-event"),
-            deduplicated: metrics::counter!(names::SIGNALS_DEDUPLICATED),
-            created: metrics::counter!(names::CRDS_CREATED),
             index_entries: metrics::gauge!(names::INDEX_ENTRIES),
             watch_restarts: metrics::counter!(names::WATCH_RESTARTS),
             in_flight: metrics::gauge!(names::IN_FLIGHT),
             rejected_overload: metrics::counter!(names::REJECTED_OVERLOAD),
-            circuit_breaker_state: metrics::gauge!(names::CIRCUIT_BREAKER_STATE),
+            circuit_breaker_state: metrics::gauge!(names::CIRCUIT_BREAKER_STATE, "name" => "kubernetes"),
             storms_detected: metrics::counter!(names::STORMS_DETECTED),
             storm_queue_pending: metrics::gauge!(names::STORM_QUEUE_PENDING),
             storm_coalesced: metrics::counter!(names::STORM_COALESCED),
@@ -174,29 +170,82 @@ impl Metrics {
             storm_patches_ok: metrics::counter!(names::STORM_PATCHES, "outcome" => "success"),
             storm_patches_error: metrics::counter!(names::STORM_PATCHES, "outcome" => "error"),
             labelled: Arc::default(),
+            deduplicated: Arc::default(),
         };
         // Series an alert divides by must exist before their first event, or `rate()` misses
         // the first burst.
         for route in [Route::Prometheus, Route::KubernetesEvent] {
-            metrics.http_series(route, 503);
+            metrics.http_series(route, &http::Method::POST, 503);
         }
         metrics
     }
 
-    /// `gateway_http_request_duration_seconds{route,status}`.
-    pub fn http_request(&self, route: Route, status: u16, seconds: f64) {
-        self.http_series(route, status).record(seconds);
+    /// `gateway_http_request_duration_seconds{endpoint,method,status}`.
+    pub fn http_request(&self, route: Route, method: &http::Method, status: u16, seconds: f64) {
+        self.http_series(route, method, status).record(seconds);
     }
 
-    fn http_series(&self, route: Route, status: u16) -> &Histogram {
+    fn http_series(&self, route: Route, method: &http::Method, status: u16) -> &Histogram {
         let status = STATUSES
             .iter()
             .position(|s| *s == status)
             .unwrap_or(STATUSES.len());
-        self.labelled.http[route as usize * (STATUSES.len() + 1) + status].get_or_init(|| {
-            let status = STATUS_LABELS[status];
-            metrics::histogram!(names::HTTP_REQUEST_DURATION, "route" => route.label(), "status" => status)
+        let method = match *method {
+            http::Method::POST => 0,
+            http::Method::GET => 1,
+            _ => 2,
+        };
+        let slot = (route as usize * METHODS.len() + method) * STATUS_LABELS.len() + status;
+        self.labelled.http[slot].get_or_init(|| {
+            metrics::histogram!(
+                names::HTTP_REQUEST_DURATION,
+                "endpoint" => route.endpoint(),
+                "method" => METHODS[method],
+                "status" => STATUS_LABELS[status]
+            )
         })
+    }
+
+    /// `gateway_signals_received_total{source_type,severity}`: one valid signal.
+    pub fn signal_received(&self, source: Source, severity: &str) {
+        let severity = severity_slot(severity);
+        self.labelled.received[source as usize * SEVERITIES.len() + severity]
+            .get_or_init(|| {
+                metrics::counter!(
+                    names::SIGNALS_RECEIVED,
+                    "source_type" => source.label(),
+                    "severity" => SEVERITIES[severity]
+                )
+            })
+            .increment(1);
+    }
+
+    /// `gateway_crds_created_total{source_type,status="success"}`.
+    pub fn rr_created(&self, source: Source) {
+        self.labelled.created[source as usize]
+            .get_or_init(|| {
+                metrics::counter!(names::CRDS_CREATED, "source_type" => source.label(), "status" => "success")
+            })
+            .increment(1);
+    }
+
+    /// `gateway_signals_deduplicated_total{signal_name}`: one signal counted onto an RR.
+    pub fn signal_deduplicated(&self, signal_name: &str) {
+        let Ok(mut counters) = self.deduplicated.lock() else {
+            return;
+        };
+        if let Some(counter) = counters.get(signal_name) {
+            return counter.increment(1);
+        }
+        let name = if counters.len() < SIGNAL_NAMES_MAX {
+            signal_name
+        } else {
+            "other"
+        };
+        let counter = counters.entry(name.to_owned()).or_insert_with(
+            || metrics::counter!(names::SIGNALS_DEDUPLICATED, "signal_name" => name.to_owned()),
+        );
+        counter.increment(1);
     }
 
     /// `gateway_k8s_requests_total{verb,outcome}` and `gateway_k8s_request_duration_seconds{verb}`.
@@ -233,10 +282,45 @@ pub enum Route {
 }
 
 impl Route {
-    fn label(self) -> &'static str {
-        ["prometheus", "kubernetes-event", "other"][self as usize]
+    /// The `endpoint` label: the route's path.
+    fn endpoint(self) -> &'static str {
+        [
+            "/api/v1/signals/prometheus",
+            "/api/v1/signals/kubernetes-event",
+            "other",
+        ][self as usize]
     }
 }
+
+/// `source_type` label values: the adapter a signal came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Alertmanager webhook.
+    Prometheus = 0,
+    /// core/v1 Event.
+    KubernetesEvent = 1,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        ["prometheus", "kubernetes-event"][self as usize]
+    }
+}
+
+/// `severity` label values: the usual alert severities, the gateway's `unknown` (no severity
+/// label), the Event types; any other severity counts as `other`.
+const SEVERITIES: [&str; 10] = [
+    "critical", "high", "warning", "medium", "low", "info", "unknown", "Warning", "Error", "other",
+];
+
+fn severity_slot(severity: &str) -> usize {
+    SEVERITIES[..SEVERITIES.len() - 1]
+        .iter()
+        .position(|s| *s == severity)
+        .unwrap_or(SEVERITIES.len() - 1)
+}
+
+const METHODS: [&str; 3] = ["POST", "GET", "other"];
 
 /// Kubernetes verbs the gateway uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,7 +382,9 @@ const STATUS_LABELS: [&str; 12] = [
 
 /// Labelled series, registered on first use and cached, so the hot path never hashes labels.
 struct Labelled {
-    http: [OnceLock<Histogram>; 3 * 12],
+    http: [OnceLock<Histogram>; 3 * 3 * 12],
+    received: [OnceLock<Counter>; 2 * 10],
+    created: [OnceLock<Counter>; 2],
     k8s_calls: [OnceLock<Counter>; 4 * 9],
     k8s_durations: [OnceLock<Histogram>; 4],
     creation_errors: [OnceLock<Counter>; 9],
@@ -308,6 +394,8 @@ impl Default for Labelled {
     fn default() -> Self {
         Labelled {
             http: std::array::from_fn(|_| OnceLock::new()),
+            received: std::array::from_fn(|_| OnceLock::new()),
+            created: std::array::from_fn(|_| OnceLock::new()),
             k8s_calls: std::array::from_fn(|_| OnceLock::new()),
             k8s_durations: std::array::from_fn(|_| OnceLock::new()),
             creation_errors: std::array::from_fn(|_| OnceLock::new()),
