@@ -47,6 +47,11 @@ pub struct ApiConfig {
     /// closed (slow clients must not hold in-flight slots).
     #[serde(with = "duration")]
     pub read_timeout: Duration,
+    /// End-to-end deadline of a signal: once too little of it is left for one more Kubernetes
+    /// call, a signal not yet written is answered 503 (nothing counted), so a sender never
+    /// waits out a string of retries; well inside Alertmanager's 10 s webhook timeout.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
@@ -64,6 +69,7 @@ impl Default for ApiConfig {
             max_in_flight: 1000,
             max_connections: 10_000,
             read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(25),
             retry_after_seconds: 1,
         }
@@ -252,6 +258,12 @@ impl Config {
         }
         if self.kubernetes.call_timeout.is_zero() {
             return invalid("kubernetes.call_timeout", "must be positive");
+        }
+        if self.api.request_timeout < self.kubernetes.call_timeout {
+            return invalid(
+                "api.request_timeout",
+                "must be at least kubernetes.call_timeout",
+            );
         }
         if self.kubernetes.max_attempts == 0 {
             return invalid("kubernetes.max_attempts", "must be at least 1");

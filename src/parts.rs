@@ -110,6 +110,8 @@ impl<S: RrStore> Parts<Engine<S>> {
             max_attempts: config.kubernetes.max_attempts,
             status_init_delay: config.kubernetes.status_init_delay,
             payload: config.kubernetes.original_payload,
+            request_timeout: config.api.request_timeout,
+            call_timeout: config.kubernetes.call_timeout,
         };
         let engine = Engine::new(store, index, settings, clock.clone(), metrics, storm);
         Parts {

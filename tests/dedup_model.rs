@@ -50,6 +50,14 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// The engine over `store`, storm status never written (async mode, no flusher).
 fn engine(store: &Arc<FakeStore>, status_init_delay: Duration) -> Engine<FakeStore> {
+    engine_with_deadline(store, status_init_delay, Duration::from_secs(60))
+}
+
+fn engine_with_deadline(
+    store: &Arc<FakeStore>,
+    status_init_delay: Duration,
+    request_timeout: Duration,
+) -> Engine<FakeStore> {
     let rule = storm::Rule {
         threshold: 5,
         window: Duration::from_secs(60),
@@ -60,6 +68,8 @@ fn engine(store: &Arc<FakeStore>, status_init_delay: Duration) -> Engine<FakeSto
         max_attempts: 64,
         status_init_delay,
         payload: Default::default(),
+        request_timeout,
+        call_timeout: Duration::from_secs(2),
     };
     let index = Arc::new(Index::new());
     let metrics = Metrics::new();
@@ -132,6 +142,30 @@ async fn a_lone_create_gets_its_count_one_status_after_the_delay() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(initialised(&store), Some(1));
     assert_eq!(writes(&store), 2);
+}
+
+/// Under a writer that wins every race and a slow API, a duplicate is answered 503 within its
+/// deadline instead of after every attempt (16 attempts of patch + GET here would take 48 s).
+#[tokio::test(start_paused = true)]
+async fn a_signal_is_answered_within_its_deadline() {
+    let store = Arc::new(FakeStore::default());
+    let engine = engine_with_deadline(&store, Duration::from_millis(20), Duration::from_secs(5));
+    assert!(matches!(
+        engine.process(signal(0)).await,
+        Ok(Outcome::Created { .. })
+    ));
+    store.latency_ms.store(1500, Ordering::SeqCst);
+    store.always_conflict.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let answer = engine.process(signal(0)).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(answer, Err(ProcessError::Unavailable(_))),
+        "{answer:?}"
+    );
+    assert!(took <= Duration::from_secs(5), "answered after {took:?}");
+    let counts: Vec<i64> = store.counts().values().map(|(_, count)| *count).collect();
+    assert_eq!(counts, vec![1], "nothing counted");
 }
 
 /// The orchestrator sets a phase right after the create, before the gateway's initialisation:

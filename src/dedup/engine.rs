@@ -50,6 +50,11 @@ pub struct Settings {
     pub status_init_delay: Duration,
     /// What `spec.originalPayload` carries (`kubernetes.original_payload`).
     pub payload: rr::Payload,
+    /// End-to-end deadline of a signal (`api.request_timeout`): a signal whose remaining time
+    /// cannot cover one more Kubernetes call is answered 503 before it is written.
+    pub request_timeout: Duration,
+    /// Deadline of one Kubernetes call (`kubernetes.call_timeout`).
+    pub call_timeout: Duration,
 }
 
 /// The dedup engine; cheap to clone.
@@ -75,6 +80,8 @@ struct Inner<S> {
     max_attempts: u32,
     status_init_delay: Duration,
     payload: rr::Payload,
+    request_timeout: Duration,
+    call_timeout: Duration,
     slots: DashMap<Fingerprint, Slot, ahash::RandomState>,
 }
 
@@ -88,6 +95,8 @@ struct Slot {
 struct Waiter {
     signal: Signal,
     received: Timestamp,
+    /// When the signal must have been answered.
+    deadline: tokio::time::Instant,
     reply: oneshot::Sender<Result<Outcome, ProcessError>>,
 }
 
@@ -120,6 +129,8 @@ impl<S: RrStore> Engine<S> {
                 max_attempts: settings.max_attempts,
                 status_init_delay: settings.status_init_delay,
                 payload: settings.payload,
+                request_timeout: settings.request_timeout,
+                call_timeout: settings.call_timeout,
                 slots: DashMap::default(),
             }),
         }
@@ -143,6 +154,7 @@ impl<S: RrStore> Engine<S> {
         let waiter = Waiter {
             signal,
             received: inner.clock.now(),
+            deadline: tokio::time::Instant::now() + inner.request_timeout,
             reply,
         };
         let lead = match inner.slots.entry(fingerprint) {
@@ -213,6 +225,10 @@ impl<S: RrStore> Engine<S> {
         let inner = &self.inner;
         let mut created: Option<RrState> = None;
         for _ in 0..inner.max_attempts {
+            self.expire(&mut pending);
+            if pending.is_empty() {
+                break;
+            }
             let step = match inner.index.active(&fingerprint, inner.clock.now()) {
                 None => self.create(&fingerprint, &mut pending, &mut created).await,
                 Some(active) => {
@@ -240,6 +256,24 @@ impl<S: RrStore> Engine<S> {
             );
         }
         created.filter(|s| !s.initialised)
+    }
+
+    /// Answers 503 to the signals that could not be answered in time if one more call went
+    /// out for them (checked before every call): nothing was written for them, so a retry
+    /// counts them exactly once.
+    fn expire(&self, pending: &mut VecDeque<Waiter>) {
+        let latest_start = tokio::time::Instant::now() + self.inner.call_timeout;
+        if pending.iter().all(|w| w.deadline >= latest_start) {
+            return;
+        }
+        let (late, in_time): (VecDeque<Waiter>, VecDeque<Waiter>) = std::mem::take(pending)
+            .into_iter()
+            .partition(|w| w.deadline < latest_start);
+        *pending = in_time;
+        fail(
+            late,
+            ProcessError::Unavailable("request deadline reached before the write".into()),
+        );
     }
 
     /// No active RR: creates one for the first pending signal and answers it.
@@ -281,6 +315,10 @@ impl<S: RrStore> Engine<S> {
             Err(StoreError::AlreadyExists) => {
                 // A racing create won (or a terminal RR holds the name): learn it.
                 inner.metrics.creation_error(CallOutcome::AlreadyExists);
+                self.expire(pending);
+                if pending.is_empty() {
+                    return Ok(Step::Done);
+                }
                 self.refresh(fingerprint, &name).await?;
                 Ok(Step::Again)
             }
@@ -342,6 +380,10 @@ impl<S: RrStore> Engine<S> {
                 let fresher = inner.index.resource_version(fingerprint, &active.name)
                     > Some(active.resource_version);
                 if !fresher {
+                    self.expire(pending);
+                    if pending.is_empty() {
+                        return Ok(Step::Done);
+                    }
                     self.refresh(fingerprint, &active.name).await?;
                 }
                 Ok(Step::Again)

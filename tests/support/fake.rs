@@ -20,6 +20,10 @@ pub struct FakeStore {
     pub fail_storm: AtomicBool,
     /// Storm patches taken.
     pub storm_writes: AtomicU64,
+    /// Every call takes this long (ms of tokio time) before answering.
+    pub latency_ms: AtomicU64,
+    /// Every status patch loses a race (409), as under a writer that never stops.
+    pub always_conflict: AtomicBool,
     calls: AtomicU64,
 }
 
@@ -31,6 +35,10 @@ impl FakeStore {
     async fn maybe_fail(&self) -> Result<(), StoreError> {
         // Yield so concurrent signals really interleave with in-flight calls.
         tokio::task::yield_now().await;
+        let latency = self.latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+        }
         let n = self.fail_every.load(Ordering::SeqCst);
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if n > 0 && call.is_multiple_of(n) {
@@ -97,7 +105,9 @@ impl RrStore for FakeStore {
         self.maybe_fail().await?;
         let mut rrs = self.rrs.lock().unwrap();
         let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
-        if Some(patch.resource_version().to_string()) != rr.metadata.resource_version {
+        if self.always_conflict.load(Ordering::SeqCst)
+            || Some(patch.resource_version().to_string()) != rr.metadata.resource_version
+        {
             return Err(StoreError::Conflict);
         }
         let status = rr
