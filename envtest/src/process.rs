@@ -1,6 +1,6 @@
 //! Supervised child processes: etcd and kube-apiserver, started so that they cannot outlive
 //! the process that started them, logging to a file, stoppable and restartable with the same
-//! command line.
+//! command line, and pausable (SIGSTOP / SIGCONT).
 //!
 //! Three mechanisms, each covering a different way the owner can go away:
 //! - `Drop` kills the child (normal end of a test, or a panic that unwinds);
@@ -120,6 +120,9 @@ impl Supervised {
             return Ok(());
         };
         signal_group(&child, Signal::TERM);
+        // A paused program holds the SIGTERM until it is continued; continue it, so that a
+        // stop during a pause is as quick as any other.
+        signal_group(&child, Signal::CONT);
         let deadline = Instant::now() + grace;
         loop {
             if let Some(status) = child.try_wait()? {
@@ -138,6 +141,34 @@ impl Supervised {
             }
             tokio::time::sleep(EXIT_POLL).await;
         }
+    }
+
+    /// Pauses the program: SIGSTOP to its process group. Its sockets stay open and the kernel
+    /// keeps accepting connections for it, but nothing answers, like a process stuck in a
+    /// long GC pause or a frozen VM.
+    pub(crate) fn pause(&self) -> Result<()> {
+        self.signal(Signal::STOP)
+    }
+
+    /// Resumes a paused program: SIGCONT to its process group. A no-op for one that runs.
+    pub(crate) fn resume(&self) -> Result<()> {
+        self.signal(Signal::CONT)
+    }
+
+    /// Sends `signal` to the running program's process group.
+    fn signal(&self, signal: Signal) -> Result<()> {
+        let state = self.lock();
+        let State::Running(child) = &*state else {
+            bail!("{} is not running", self.name);
+        };
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(Pid::from_raw)
+            .with_context(|| format!("{} has no valid pid", self.name))?;
+        rustix::process::kill_process_group(pid, signal)
+            .with_context(|| format!("signalling {} ({signal:?})", self.name))?;
+        tracing::debug!(name = self.name, ?signal, "signalled");
+        Ok(())
     }
 
     /// Kills the program (SIGKILL to its process group) and reaps it. Blocking, but only for
