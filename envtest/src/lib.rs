@@ -34,9 +34,12 @@
 //!   [`ControlPlane::expire_watch_history`] also restarts kube-apiserver, after which every
 //!   watch resuming from an earlier resourceVersion gets 410 Gone.
 //!
+//! The CLI, `gateway-envtest up --proxy --control <path>`, takes the same faults as commands
+//! (see [`control::HELP`]).
+//!
 //! A fresh kube-apiserver serves the first RemediationRequest write slowly (it builds the
 //! CRD's serving stack); [`ControlPlane::warm_up_rr_writes`] does that before a test times
-//! anything.
+//! anything, and `up` does it before it prints `ready`.
 //!
 //! # Layout
 //! - [`ControlPlane`] (this file): start-up order, readiness, the handles tests use, and the
@@ -45,6 +48,7 @@
 //! - `process`: supervised children that cannot outlive their owner; pausing them.
 //! - [`proxy`]: the fault-injecting TCP proxy.
 //! - `etcd`: etcd's health probe and the v3 JSON calls (revision, put, compaction).
+//! - [`control`]: the command syntax of the CLI's control channel.
 //! - `warm_up`: warming the RemediationRequest write path.
 //! - `workdir`: the private directory (tmpfs by default) and the sweep of abandoned ones.
 //! - `credentials`: the token file (admin and unprivileged user) and the service-account key.
@@ -52,6 +56,7 @@
 //! - `crds`: installing CRDs and waiting until they are served.
 
 mod binaries;
+pub mod control;
 mod crds;
 mod credentials;
 mod etcd;
