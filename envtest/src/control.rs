@@ -125,10 +125,11 @@ fn parse_duration(text: &str) -> Result<Duration> {
 pub async fn run(control_plane: &ControlPlane, command: Command) -> Result<String> {
     match command {
         Command::Fault(fault) => control_plane.fault(fault).map(|()| String::new()),
-        Command::Pause(Program::Apiserver) => {
-            control_plane.pause_apiserver().map(|()| String::new())
-        }
-        Command::Pause(Program::Etcd) => control_plane.pause_etcd().map(|()| String::new()),
+        Command::Pause(Program::Apiserver) => control_plane
+            .pause_apiserver()
+            .await
+            .map(|()| String::new()),
+        Command::Pause(Program::Etcd) => control_plane.pause_etcd().await.map(|()| String::new()),
         Command::Resume(Program::Apiserver) => {
             control_plane.resume_apiserver().map(|()| String::new())
         }

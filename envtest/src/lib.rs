@@ -216,17 +216,19 @@ impl ControlPlane {
         let workdir = WorkDir::create(options.storage)?;
         let dir = workdir.path();
         let credentials = Credentials::generate(dir)?;
+        // Bound (and held) before the other ports are chosen, so that none of them is its.
+        let proxy_listener = options.proxy.then(proxy::listen).transpose()?;
         let [etcd_port, etcd_peer_port, apiserver_port] = free_ports()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let apiserver_url = format!("https://127.0.0.1:{apiserver_port}");
-        let proxy = if options.proxy {
-            Some(Proxy::start(SocketAddr::from((
-                Ipv4Addr::LOCALHOST,
-                apiserver_port,
-            )))?)
-        } else {
-            None
-        };
+        let proxy = proxy_listener
+            .map(|listener| {
+                Proxy::start(
+                    listener,
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, apiserver_port)),
+                )
+            })
+            .transpose()?;
         let url = proxy.as_ref().map_or_else(
             || apiserver_url.clone(),
             |proxy| format!("https://{}", proxy.addr()),
@@ -487,10 +489,11 @@ impl ControlPlane {
         .await
     }
 
-    /// Pauses kube-apiserver (SIGSTOP): connections to it open, as the kernel accepts them,
-    /// but nothing is answered until [`Self::resume_apiserver`].
-    pub fn pause_apiserver(&self) -> Result<()> {
-        self.apiserver.pause()
+    /// Pauses kube-apiserver (SIGSTOP), and returns once all its threads have stopped:
+    /// connections to it open, as the kernel accepts them, but nothing is answered until
+    /// [`Self::resume_apiserver`].
+    pub async fn pause_apiserver(&self) -> Result<()> {
+        self.apiserver.pause().await
     }
 
     /// Resumes a paused kube-apiserver (SIGCONT).
@@ -498,11 +501,12 @@ impl ControlPlane {
         self.apiserver.resume()
     }
 
-    /// Pauses etcd (SIGSTOP): kube-apiserver's reads and writes hang (until its own
+    /// Pauses etcd (SIGSTOP), and returns once all its threads have stopped:
+    /// kube-apiserver's reads and writes hang (until its own
     /// timeouts) until [`Self::resume_etcd`]. Reads of resources served from its watch cache
     /// may still succeed.
-    pub fn pause_etcd(&self) -> Result<()> {
-        self.etcd.pause()
+    pub async fn pause_etcd(&self) -> Result<()> {
+        self.etcd.pause().await
     }
 
     /// Resumes a paused etcd (SIGCONT).

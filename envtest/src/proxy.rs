@@ -99,10 +99,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts a proxy on a free loopback port forwarding to `upstream`.
-    pub(crate) fn start(upstream: SocketAddr) -> Result<Self> {
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .context("binding the proxy's port")?;
+    /// Starts a proxy on `listener` (from [`listen`]) forwarding to `upstream`.
+    pub(crate) fn start(listener: std::net::TcpListener, upstream: SocketAddr) -> Result<Self> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (faults, fault) = watch::channel(Fault::None);
@@ -162,6 +160,12 @@ impl Drop for Proxy {
             let _ = thread.join();
         }
     }
+}
+
+/// Binds a free loopback port for a proxy. Separate from [`Proxy::start`] so that the port is
+/// held while the control plane picks its other ports, which therefore cannot collide with it.
+pub(crate) fn listen() -> Result<std::net::TcpListener> {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the proxy's port")
 }
 
 /// The accept loop: one task per connection, at most [`MAX_CONNECTIONS`] at a time.
@@ -364,7 +368,7 @@ mod tests {
 
     #[tokio::test]
     async fn forwards_and_applies_faults_to_an_open_connection() {
-        let proxy = Proxy::start(echo_server().await).unwrap();
+        let proxy = Proxy::start(listen().unwrap(), echo_server().await).unwrap();
         let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(round_trip(&mut stream, b"hello").await.unwrap(), b"hello");
 
@@ -399,7 +403,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_half_close_is_forwarded() {
-        let proxy = Proxy::start(echo_server().await).unwrap();
+        let proxy = Proxy::start(listen().unwrap(), echo_server().await).unwrap();
         let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
         stream.write_all(b"bye").await.unwrap();
         stream.shutdown().await.unwrap();
@@ -410,7 +414,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_proxy_closes_its_port_and_connections() {
-        let proxy = Proxy::start(echo_server().await).unwrap();
+        let proxy = Proxy::start(listen().unwrap(), echo_server().await).unwrap();
         let addr = proxy.addr();
         let mut stream = TcpStream::connect(addr).await.unwrap();
         assert_eq!(round_trip(&mut stream, b"hi").await.unwrap(), b"hi");

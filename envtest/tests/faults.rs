@@ -173,10 +173,11 @@ async fn a_paused_apiserver_answers_nothing_until_resumed() {
     let turn = turn().await;
     let client = turn.plane.client().unwrap();
     get(&client).await.unwrap();
-    turn.plane.pause_apiserver().unwrap();
+    turn.plane.pause_apiserver().await.unwrap();
+    let paused = get(&client).await;
     assert!(
-        matches!(get(&client).await, Err(None)),
-        "answered while paused"
+        matches!(paused, Err(None)),
+        "answered while paused: {paused:?}"
     );
     turn.plane.resume_apiserver().unwrap();
     let began = Instant::now();
@@ -192,7 +193,7 @@ async fn a_paused_etcd_stalls_writes_until_resumed() {
     let turn = turn().await;
     let namespace = turn.plane.create_namespace("paused-etcd").await.unwrap();
     let api = Api::<ConfigMap>::namespaced(turn.plane.client().unwrap(), &namespace);
-    turn.plane.pause_etcd().unwrap();
+    turn.plane.pause_etcd().await.unwrap();
     let stalled = tokio::time::timeout(
         CALL_TIMEOUT,
         api.create(&PostParams::default(), &config_map("stalled")),
@@ -200,7 +201,7 @@ async fn a_paused_etcd_stalls_writes_until_resumed() {
     .await;
     assert!(
         !matches!(stalled, Ok(Ok(_))),
-        "a write succeeded while etcd was paused"
+        "a write succeeded while etcd was paused: {stalled:?}"
     );
     turn.plane.resume_etcd().unwrap();
     let began = Instant::now();
