@@ -19,12 +19,12 @@ const POLL: Duration = Duration::from_millis(50);
 /// Applies every CRD in `paths` (a file may hold several YAML documents), then waits until
 /// each is `Established` and its resources appear in discovery: a CRD can be Established a
 /// moment before its REST endpoint answers, and a test that creates a resource right away
-/// would then get a 404.
+/// would then get a 404. Returns the names of the CRDs installed.
 pub(crate) async fn install(
     client: &kube::Client,
     paths: &[PathBuf],
     deadline: Instant,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let mut installed = Vec::new();
     for path in paths {
@@ -43,7 +43,10 @@ pub(crate) async fn install(
     for crd in &installed {
         wait_served(client, &api, crd, deadline).await?;
     }
-    Ok(())
+    Ok(installed
+        .into_iter()
+        .filter_map(|crd| crd.metadata.name)
+        .collect())
 }
 
 /// The CRDs in one YAML file; empty documents are skipped.

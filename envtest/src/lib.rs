@@ -21,24 +21,52 @@
 //! started them however it ends (see `process`). A test binary usually shares one control
 //! plane between its tests ([`shared`]) and gives each test its own namespace.
 //!
+//! # Faults
+//! For tests of what a client does when the control plane misbehaves:
+//! - **Network** ([`Options::proxy`]): a TCP proxy in front of kube-apiserver, which every
+//!   client of the control plane ([`ControlPlane::client`], [`ControlPlane::kubeconfig_path`])
+//!   goes through; [`ControlPlane::fault`] sets a [`Fault`]: latency, a blackhole, resets.
+//!   The control plane's own readiness checks bypass it ([`ControlPlane::direct_client`]).
+//! - **Processes**: [`ControlPlane::pause_apiserver`] / [`ControlPlane::pause_etcd`] (SIGSTOP;
+//!   `resume_*` sends SIGCONT), and [`ControlPlane::stop_apiserver`] / `start_apiserver`,
+//!   [`ControlPlane::stop_etcd`] / `start_etcd` (the data is kept).
+//! - **History**: [`ControlPlane::compact_etcd`] compacts etcd;
+//!   [`ControlPlane::expire_watch_history`] also restarts kube-apiserver, after which every
+//!   watch resuming from an earlier resourceVersion gets 410 Gone.
+//!
+//! The CLI, `gateway-envtest up --proxy --control <path>`, takes the same faults as commands
+//! (see [`control::HELP`]).
+//!
+//! A fresh kube-apiserver serves the first RemediationRequest write slowly (it builds the
+//! CRD's serving stack); [`ControlPlane::warm_up_rr_writes`] does that before a test times
+//! anything, and `up` does it before it prints `ready`.
+//!
 //! # Layout
 //! - [`ControlPlane`] (this file): start-up order, readiness, the handles tests use, and the
-//!   stop/start hooks for fault tests.
+//!   fault hooks.
 //! - `binaries`: where the etcd and kube-apiserver binaries come from.
-//! - `process`: supervised children that cannot outlive their owner.
+//! - `process`: supervised children that cannot outlive their owner; pausing them.
+//! - [`proxy`]: the fault-injecting TCP proxy.
+//! - `etcd`: etcd's health probe and the v3 JSON calls (revision, put, compaction).
+//! - [`control`]: the command syntax of the CLI's control channel.
+//! - `warm_up`: warming the RemediationRequest write path.
 //! - `workdir`: the private directory (tmpfs by default) and the sweep of abandoned ones.
 //! - `credentials`: the token file (admin and unprivileged user) and the service-account key.
 //! - `kubeconfig`: the kubeconfig file and the kube-rs configuration built from it.
 //! - `crds`: installing CRDs and waiting until they are served.
 
 mod binaries;
+pub mod control;
 mod crds;
 mod credentials;
+mod etcd;
 mod kubeconfig;
 mod process;
+pub mod proxy;
+mod warm_up;
 mod workdir;
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,11 +74,12 @@ use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 pub use binaries::BIN_DIR_ENV;
 pub use credentials::{ADMIN_USER, UNPRIVILEGED_USER};
+pub use proxy::{Fault, Proxy};
+pub use warm_up::RR_CRD;
 pub use workdir::Storage;
 
 use credentials::Credentials;
@@ -73,6 +102,10 @@ const READY_POLL: Duration = Duration::from_millis(50);
 /// Deadline of one readiness probe; a probe that hangs is a failed probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The etcd key [`ControlPlane::expire_watch_history`] writes, outside kube-apiserver's
+/// `/registry` prefix so that no Kubernetes object changes.
+const EXPIRY_MARKER_KEY: &str = "/gateway-envtest/watch-history-expired";
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -93,6 +126,11 @@ pub struct Options {
     /// each restart. Default: 120 s (generous: a loaded 2-core CI machine is slow, a warm
     /// start normally takes a few seconds).
     pub startup_timeout: Duration,
+    /// Put a fault-injecting TCP proxy ([`proxy`]) in front of kube-apiserver: the kubeconfig,
+    /// [`ControlPlane::client`], [`ControlPlane::config`] and [`ControlPlane::url`] go through
+    /// it, and [`ControlPlane::fault`] changes what it does. Default: off (clients connect
+    /// directly).
+    pub proxy: bool,
 }
 
 impl Default for Options {
@@ -104,6 +142,7 @@ impl Default for Options {
             kubeconfig: None,
             apiserver_args: Vec::new(),
             startup_timeout: Duration::from_secs(120),
+            proxy: false,
         }
     }
 }
@@ -139,13 +178,24 @@ pub async fn shared() -> Result<&'static ControlPlane> {
 /// A running etcd + kube-apiserver. Dropping it kills both and removes its directory.
 #[derive(Debug)]
 pub struct ControlPlane {
-    // Field order is drop order: the apiserver goes before etcd, the directory last.
+    // Field order is drop order: the proxy goes first, the apiserver before etcd, the
+    // directory last.
+    proxy: Option<Proxy>,
     apiserver: Supervised,
     etcd: Supervised,
+    /// What clients are given: through the proxy if there is one.
     admin_config: kube::Config,
+    /// Straight to kube-apiserver, for readiness checks and set-up, which faults must not
+    /// disturb.
+    direct_config: kube::Config,
+    /// What clients are given: the proxy's URL if there is one, else `apiserver_url`.
     url: String,
+    apiserver_url: String,
     etcd_url: String,
+    etcd_port: u16,
     credentials: Credentials,
+    /// Names of the CRDs installed at start-up.
+    crds: Vec<String>,
     /// The kubeconfig callers are given: `Options::kubeconfig` if set, else the one inside
     /// the directory.
     kubeconfig: PathBuf,
@@ -166,9 +216,23 @@ impl ControlPlane {
         let workdir = WorkDir::create(options.storage)?;
         let dir = workdir.path();
         let credentials = Credentials::generate(dir)?;
+        // Bound (and held) before the other ports are chosen, so that none of them is its.
+        let proxy_listener = options.proxy.then(proxy::listen).transpose()?;
         let [etcd_port, etcd_peer_port, apiserver_port] = free_ports()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let url = format!("https://127.0.0.1:{apiserver_port}");
+        let apiserver_url = format!("https://127.0.0.1:{apiserver_port}");
+        let proxy = proxy_listener
+            .map(|listener| {
+                Proxy::start(
+                    listener,
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, apiserver_port)),
+                )
+            })
+            .transpose()?;
+        let url = proxy.as_ref().map_or_else(
+            || apiserver_url.clone(),
+            |proxy| format!("https://{}", proxy.addr()),
+        );
 
         let etcd_peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
         let etcd_args = vec![
@@ -201,7 +265,7 @@ impl ControlPlane {
             format!("--cert-dir={}", cert_dir.display()),
             format!("--token-auth-file={}", credentials.token_file.display()),
             "--authorization-mode=RBAC".to_owned(),
-            format!("--service-account-issuer={url}/"),
+            format!("--service-account-issuer={apiserver_url}/"),
             format!(
                 "--service-account-signing-key-file={}",
                 credentials.service_account_key.display()
@@ -236,23 +300,32 @@ impl ControlPlane {
             .map_err(|error| etcd.explain(error))?;
         apiserver.start().await?;
         let ca = wait_serving_cert(&apiserver, &cert_dir, deadline).await?;
-        let kubeconfig_text = kubeconfig::render(
-            &url,
-            &ca,
-            &credentials.admin_token,
-            &credentials.unprivileged_token,
-        )?;
+        let render = |server: &str| {
+            kubeconfig::render(
+                server,
+                &ca,
+                &credentials.admin_token,
+                &credentials.unprivileged_token,
+            )
+        };
+        let kubeconfig_text = render(&url)?;
         let inside = dir.join("kubeconfig");
         kubeconfig::write(&inside, &kubeconfig_text)?;
         let admin_config = kubeconfig::admin_config(&kubeconfig_text).await?;
+        let direct_config = kubeconfig::admin_config(&render(&apiserver_url)?).await?;
 
         let mut control_plane = Self {
+            proxy,
             apiserver,
             etcd,
             admin_config,
+            direct_config,
             url,
+            apiserver_url,
             etcd_url,
+            etcd_port,
             credentials,
+            crds: Vec::new(),
             kubeconfig: inside,
             kubeconfig_outside: false,
             bin_dir,
@@ -260,9 +333,10 @@ impl ControlPlane {
             workdir,
         };
         control_plane.wait_apiserver(deadline).await?;
-        crds::install(&control_plane.client()?, &options.crds, deadline)
-            .await
-            .map_err(|error| control_plane.apiserver.explain(error))?;
+        control_plane.crds =
+            crds::install(&control_plane.direct_client()?, &options.crds, deadline)
+                .await
+                .map_err(|error| control_plane.apiserver.explain(error))?;
         if let Some(path) = options.kubeconfig {
             kubeconfig::write(&path, &kubeconfig_text)?;
             control_plane.kubeconfig = path;
@@ -277,10 +351,16 @@ impl ControlPlane {
         Ok(control_plane)
     }
 
-    /// A new admin client (user [`ADMIN_USER`], group `system:masters`). Call it in the
-    /// runtime that will use the client.
+    /// A new admin client (user [`ADMIN_USER`], group `system:masters`), through the proxy if
+    /// there is one. Call it in the runtime that will use the client.
     pub fn client(&self) -> Result<kube::Client> {
         Ok(kube::Client::try_from(self.admin_config.clone())?)
+    }
+
+    /// A new admin client that connects straight to kube-apiserver, bypassing the proxy (the
+    /// same as [`Self::client`] without one): to set up or check a test while a fault is on.
+    pub fn direct_client(&self) -> Result<kube::Client> {
+        Ok(kube::Client::try_from(self.direct_config.clone())?)
     }
 
     /// A new client authenticating with `token` (e.g. [`Self::unprivileged_token`]).
@@ -296,20 +376,47 @@ impl ControlPlane {
         self.client_for_token(&self.credentials.unprivileged_token)
     }
 
-    /// The admin client configuration, for code that builds its own client (e.g. with its
-    /// own timeouts).
+    /// The admin client configuration (through the proxy if there is one), for code that
+    /// builds its own client (e.g. with its own timeouts).
     pub fn config(&self) -> kube::Config {
         self.admin_config.clone()
     }
 
-    /// Path of the admin kubeconfig (it also has an `envtest-unprivileged` context).
+    /// Path of the admin kubeconfig (it also has an `envtest-unprivileged` context); its
+    /// server is [`Self::url`].
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }
 
-    /// The apiserver's URL, `https://127.0.0.1:<port>`.
+    /// The URL clients are given, `https://127.0.0.1:<port>`: the proxy's if there is one,
+    /// else kube-apiserver's.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// kube-apiserver's own URL, `https://127.0.0.1:<port>`, whether or not there is a proxy.
+    pub fn apiserver_url(&self) -> &str {
+        &self.apiserver_url
+    }
+
+    /// The proxy in front of kube-apiserver, if [`Options::proxy`] asked for one.
+    pub fn proxy(&self) -> Option<&Proxy> {
+        self.proxy.as_ref()
+    }
+
+    /// Sets the proxy's fault ([`Proxy::set`]); [`Fault::None`] clears it. Fails if the
+    /// control plane was started without a proxy.
+    pub fn fault(&self, fault: Fault) -> Result<()> {
+        let Some(proxy) = &self.proxy else {
+            bail!("this control plane has no proxy (start it with `proxy: true` / `--proxy`)");
+        };
+        proxy.set(fault);
+        Ok(())
+    }
+
+    /// Names of the CRDs installed at start-up.
+    pub fn crds(&self) -> &[String] {
+        &self.crds
     }
 
     /// The admin's bearer token.
@@ -347,7 +454,8 @@ impl ControlPlane {
         self.etcd.log_path()
     }
 
-    /// Creates a namespace named `<prefix>-<random suffix>` and returns its name.
+    /// Creates a namespace named `<prefix>-<random suffix>` and returns its name (directly,
+    /// so a proxy fault does not get in the way of a test's set-up).
     pub async fn create_namespace(&self, prefix: &str) -> Result<String> {
         let namespace = Namespace {
             metadata: ObjectMeta {
@@ -356,7 +464,7 @@ impl ControlPlane {
             },
             ..Namespace::default()
         };
-        let created = Api::<Namespace>::all(self.client()?)
+        let created = Api::<Namespace>::all(self.direct_client()?)
             .create(&PostParams::default(), &namespace)
             .await
             .with_context(|| format!("creating a namespace {prefix}-*"))?;
@@ -364,6 +472,95 @@ impl ControlPlane {
             .metadata
             .name
             .context("the created namespace has no name")
+    }
+
+    /// Makes kube-apiserver's first RemediationRequest writes fast: dry-run creates an RR in
+    /// `namespace` and lists RRs, retrying each until it succeeds (at most the start-up
+    /// timeout). On a fresh apiserver the first RR request builds the CRD's serving stack
+    /// (schema, CEL programs, watch cache), which takes longer than a gateway's 2 s deadline;
+    /// afterwards a real create takes milliseconds. Needs the [`RR_CRD`] installed; goes
+    /// straight to kube-apiserver, so a proxy fault does not stop it.
+    pub async fn warm_up_rr_writes(&self, namespace: &str) -> Result<()> {
+        warm_up::rr_writes(
+            &self.direct_client()?,
+            namespace,
+            Instant::now() + self.startup_timeout,
+        )
+        .await
+    }
+
+    /// Pauses kube-apiserver (SIGSTOP), and returns once all its threads have stopped:
+    /// connections to it open, as the kernel accepts them, but nothing is answered until
+    /// [`Self::resume_apiserver`].
+    pub async fn pause_apiserver(&self) -> Result<()> {
+        self.apiserver.pause().await
+    }
+
+    /// Resumes a paused kube-apiserver (SIGCONT).
+    pub fn resume_apiserver(&self) -> Result<()> {
+        self.apiserver.resume()
+    }
+
+    /// Pauses etcd (SIGSTOP), and returns once all its threads have stopped:
+    /// kube-apiserver's reads and writes hang (until its own
+    /// timeouts) until [`Self::resume_etcd`]. Reads of resources served from its watch cache
+    /// may still succeed.
+    pub async fn pause_etcd(&self) -> Result<()> {
+        self.etcd.pause().await
+    }
+
+    /// Resumes a paused etcd (SIGCONT).
+    pub fn resume_etcd(&self) -> Result<()> {
+        self.etcd.resume()
+    }
+
+    /// Compacts etcd's history up to its current revision, and returns that revision.
+    ///
+    /// Guarantees: when it returns, the compaction is physically done, so every etcd read or
+    /// watch at an older revision fails (`required revision has been compacted`), and a
+    /// kube-apiserver request that reaches etcd with an older resourceVersion gets 410 Gone.
+    ///
+    /// It does *not* make watches through kube-apiserver fail by itself: they are served
+    /// from the apiserver's watch cache, whose window is in memory and unaffected, so a watch
+    /// resuming from an old resourceVersion still succeeds while the cache holds it. To see
+    /// a 410 on a watch, the cache must be rebuilt after the compaction, from a later
+    /// revision: that is [`Self::expire_watch_history`].
+    pub async fn compact_etcd(&self) -> Result<i64> {
+        let revision = etcd::revision(self.etcd_port).await?;
+        etcd::compact(self.etcd_port, revision).await?;
+        tracing::info!(revision, "etcd compacted");
+        Ok(revision)
+    }
+
+    /// Expires every watch position handed out so far: stops kube-apiserver, writes a marker
+    /// key to etcd (outside `/registry`, so no object changes) and compacts etcd up to that
+    /// write, then starts kube-apiserver again and waits until it is ready. Returns the
+    /// compacted revision `R`.
+    ///
+    /// Guarantees: every resourceVersion a client saw before the call is below `R` (the
+    /// apiserver was down from before the marker was written), and the restarted apiserver's
+    /// watch caches begin at `R` or later. So every watch resuming from such a
+    /// resourceVersion — a kube-runtime watcher after the restart broke its stream, or a
+    /// raw watch with an old `resourceVersion` — gets 410 Gone (`too old resource version`),
+    /// whether the cache or etcd serves it, and must re-list. (`resourceVersion=0`, "any",
+    /// is not an old position and is served normally.)
+    ///
+    /// Costs an apiserver restart (a few seconds). Clients see their connections drop and,
+    /// while it is down, connections refused (reset, through the proxy).
+    pub async fn expire_watch_history(&self) -> Result<i64> {
+        self.stop_apiserver().await?;
+        let expired = async {
+            let revision = etcd::put(self.etcd_port, EXPIRY_MARKER_KEY, "expired").await?;
+            etcd::compact(self.etcd_port, revision).await?;
+            Ok::<_, anyhow::Error>(revision)
+        }
+        .await;
+        // Start it again even if etcd failed, so that the control plane is left usable.
+        let started = self.start_apiserver().await;
+        let revision = expired?;
+        started?;
+        tracing::info!(revision, "watch history expired");
+        Ok(revision)
     }
 
     /// Stops kube-apiserver (SIGTERM, then SIGKILL after a grace period). etcd keeps running.
@@ -389,15 +586,13 @@ impl ControlPlane {
     /// kube-apiserver reconnects by itself.
     pub async fn start_etcd(&self) -> Result<()> {
         self.etcd.start().await?;
-        let port = self
-            .etcd_url
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.parse().ok())
-            .unwrap_or(0);
-        wait_etcd(&self.etcd, port, Instant::now() + self.startup_timeout)
-            .await
-            .map_err(|error| self.etcd.explain(error))
+        wait_etcd(
+            &self.etcd,
+            self.etcd_port,
+            Instant::now() + self.startup_timeout,
+        )
+        .await
+        .map_err(|error| self.etcd.explain(error))
     }
 
     /// If a program that should be running has exited, which one and the end of its log.
@@ -423,9 +618,10 @@ impl ControlPlane {
         apiserver.and(etcd)
     }
 
-    /// Waits until kube-apiserver answers `/readyz` with `ok`.
+    /// Waits until kube-apiserver answers `/readyz` with `ok` (directly, not through the
+    /// proxy).
     async fn wait_apiserver(&self, deadline: Instant) -> Result<()> {
-        let client = self.client()?;
+        let client = self.direct_client()?;
         loop {
             if !self.apiserver.is_running() {
                 return Err(self
@@ -481,7 +677,7 @@ async fn wait_etcd(etcd: &Supervised, port: u16, deadline: Instant) -> Result<()
         if !etcd.is_running() {
             bail!("etcd did not become healthy");
         }
-        if let Ok(true) = tokio::time::timeout(PROBE_TIMEOUT, etcd_healthy(port)).await {
+        if let Ok(true) = tokio::time::timeout(PROBE_TIMEOUT, etcd::healthy(port)).await {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -489,23 +685,6 @@ async fn wait_etcd(etcd: &Supervised, port: u16, deadline: Instant) -> Result<()
         }
         tokio::time::sleep(READY_POLL).await;
     }
-}
-
-/// One `/health` probe, in plain HTTP/1.0 (the connection closes after the answer), so no
-/// HTTP client is needed for etcd.
-async fn etcd_healthy(port: u16) -> bool {
-    let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream
-            .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
-    };
-    probe
-        .await
-        .is_ok_and(|answer| String::from_utf8_lossy(&answer).contains(r#""health":"true""#))
 }
 
 /// Waits until kube-apiserver has written its serving certificate and returns the

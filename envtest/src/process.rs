@@ -1,6 +1,6 @@
 //! Supervised child processes: etcd and kube-apiserver, started so that they cannot outlive
 //! the process that started them, logging to a file, stoppable and restartable with the same
-//! command line.
+//! command line, and pausable (SIGSTOP / SIGCONT).
 //!
 //! Three mechanisms, each covering a different way the owner can go away:
 //! - `Drop` kills the child (normal end of a test, or a panic that unwinds);
@@ -27,6 +27,12 @@ use tokio::sync::oneshot;
 
 /// How often a stopping child is polled for its exit.
 const EXIT_POLL: Duration = Duration::from_millis(20);
+
+/// How long [`Supervised::pause`] waits for every thread to stop.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a pausing program's threads are checked.
+const PAUSE_POLL: Duration = Duration::from_millis(2);
 
 /// Lines of a log shown in errors.
 const LOG_TAIL_LINES: usize = 40;
@@ -120,6 +126,9 @@ impl Supervised {
             return Ok(());
         };
         signal_group(&child, Signal::TERM);
+        // A paused program holds the SIGTERM until it is continued; continue it, so that a
+        // stop during a pause is as quick as any other.
+        signal_group(&child, Signal::CONT);
         let deadline = Instant::now() + grace;
         loop {
             if let Some(status) = child.try_wait()? {
@@ -138,6 +147,50 @@ impl Supervised {
             }
             tokio::time::sleep(EXIT_POLL).await;
         }
+    }
+
+    /// Pauses the program: SIGSTOP to its process group, then waits until every thread of it
+    /// has stopped. Its sockets stay open and the kernel keeps accepting connections for it,
+    /// but nothing answers, like a process stuck in a long GC pause or a frozen VM.
+    ///
+    /// The wait matters: SIGSTOP wakes one thread, which then stops the others, and until it
+    /// gets a CPU — tens of milliseconds on a loaded machine — the others keep serving
+    /// requests sent after the signal.
+    pub(crate) async fn pause(&self) -> Result<()> {
+        let pid = self.signal(Signal::STOP)?;
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        while !all_threads_stopped(pid) {
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not stop within {PAUSE_TIMEOUT:?} of SIGSTOP",
+                    self.name
+                );
+            }
+            tokio::time::sleep(PAUSE_POLL).await;
+        }
+        Ok(())
+    }
+
+    /// Resumes a paused program: SIGCONT to its process group (the kernel wakes every thread
+    /// before the call returns). A no-op for one that runs.
+    pub(crate) fn resume(&self) -> Result<()> {
+        self.signal(Signal::CONT).map(drop)
+    }
+
+    /// Sends `signal` to the running program's process group; returns the program's pid.
+    fn signal(&self, signal: Signal) -> Result<Pid> {
+        let state = self.lock();
+        let State::Running(child) = &*state else {
+            bail!("{} is not running", self.name);
+        };
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(Pid::from_raw)
+            .with_context(|| format!("{} has no valid pid", self.name))?;
+        rustix::process::kill_process_group(pid, signal)
+            .with_context(|| format!("signalling {} ({signal:?})", self.name))?;
+        tracing::debug!(name = self.name, ?signal, "signalled");
+        Ok(pid)
     }
 
     /// Kills the program (SIGKILL to its process group) and reaps it. Blocking, but only for
@@ -213,6 +266,24 @@ fn signal_group(child: &Child, signal: Signal) {
     if let Err(error) = rustix::process::kill_process_group(pid, signal) {
         tracing::debug!(%error, ?signal, "signalling the process group");
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T`, or `t` under a tracer), read
+/// from `/proc/<pid>/task/*/stat`. A thread that exits meanwhile does not count.
+fn all_threads_stopped(pid: Pid) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{}/task", pid.as_raw_nonzero())) else {
+        return false;
+    };
+    threads.flatten().all(|thread| {
+        let Ok(stat) = std::fs::read_to_string(thread.path().join("stat")) else {
+            return true;
+        };
+        // `<tid> (<comm>) <state> ...`; comm may contain anything, so split at the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        matches!(state, Some('T' | 't' | 'Z' | 'X'))
+    })
 }
 
 /// Asks the kernel to SIGKILL the child when the thread that forked it exits.
