@@ -307,7 +307,7 @@ impl Stack {
     ) -> Stack {
         let ns = plane.create_namespace(prefix).await.unwrap();
         let client = plane.client().unwrap();
-        warm_up(&client, &ns).await;
+        plane.warm_up_rr_writes(&ns).await.unwrap();
         let kubeconfig = plane.kubeconfig_path().to_path_buf();
         let http = Http::new();
         let gateways: Vec<Gateway> = gateway_args
