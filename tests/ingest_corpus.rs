@@ -1,19 +1,20 @@
-//! Black-box tests of the adapters through the library's public surface, on the fuzz seed
-//! corpus (`fuzz/seeds/`: realistic Alertmanager v4 and core/v1 Event payloads) and on every
-//! input the fuzzers ever found a crash with (`fuzz/regressions/`).
+//! Black-box tests of the adapters through the library's public surface, on the fuzzers' kept
+//! inputs (`fuzz/seeds/`: realistic Alertmanager v4 and core/v1 Event payloads, and every input
+//! a fuzzer ever found a crash with), each also run through the fuzzers' own checks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+/// The fuzz targets' checks (`fuzz/fuzz_targets/common.rs`), run here under stable.
+#[path = "../fuzz/fuzz_targets/common.rs"]
+mod fuzz_checks;
 
 use std::path::{Path, PathBuf};
 
 use gateway::fingerprint::Fingerprint;
 use gateway::ingest::adapters::{alertmanager, kubernetes_event};
 use gateway::ingest::{Rejection, Signal};
-use jiff::Timestamp;
 
 /// The fuzz targets' fixed clock; the seeds' timestamps are written against it.
-fn now() -> Timestamp {
-    Timestamp::from_second(1_772_366_400).unwrap()
-}
+use fuzz_checks::now;
 
 fn seed(target: &str, name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -23,13 +24,17 @@ fn seed(target: &str, name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The files of `dir` (relative to the workspace), sorted; panics if there are none, so a
+/// moved or emptied corpus fails instead of checking nothing.
 fn files(dir: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut out: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
     out.sort();
+    assert!(!out.is_empty(), "{} holds no kept input", dir.display());
     out
 }
 
@@ -116,11 +121,11 @@ fn alertmanager_rejections() {
 #[test]
 fn alertmanager_with_x_timestamp() {
     let raw = seed("alertmanager", "x_timestamp_header.txt");
-    let text = std::str::from_utf8(&raw).unwrap();
-    let (header, body) = text.split_once('\n').unwrap();
-    let value = header.strip_prefix("X-Timestamp: ").unwrap();
-    let mut body = body.as_bytes().to_vec();
-    let all = alertmanager::parse(&mut body, Some(value.as_bytes()), now()).unwrap();
+    // Split as the fuzz target splits it.
+    let (header, body) = fuzz_checks::split_x_timestamp(&raw);
+    let value = header.expect("an `X-Timestamp: <value>` first line");
+    let mut body = body.to_vec();
+    let all = alertmanager::parse(&mut body, Some(value), now()).unwrap();
     assert!(all[0].is_ok());
 }
 
@@ -166,20 +171,24 @@ fn events_rejected() {
     assert!(matches!(event("stale.json"), Err(Rejection::Freshness(_))));
 }
 
-/// Every input a fuzzer ever crashed on stays here and must now be handled.
+/// A fuzz target's checks of one input.
+type Check = fn(&[u8]);
+
+/// Every kept input of each fuzz target (the seeds, and any crash input copied there after
+/// its fix) passes that target's checks: no panic, valid signals, both JSON decoders agree.
 #[test]
-fn fuzz_regressions_do_not_panic() {
-    for path in files("fuzz/regressions/alertmanager") {
-        let data = std::fs::read(&path).unwrap();
-        let mut owned = data.clone();
-        let by_simd = alertmanager::parse(&mut owned, None, now());
-        let by_serde = alertmanager::parse_with_serde_json(&data, None, now());
-        if let (Ok(a), Ok(b)) = (&by_simd, &by_serde) {
-            assert_eq!(a, b, "{}", path.display());
+fn kept_fuzz_inputs_pass_the_fuzzers_checks() {
+    let checks: [(&str, Check); 2] = [
+        ("alertmanager", fuzz_checks::alertmanager),
+        ("kubernetes_event", fuzz_checks::kubernetes_event),
+    ];
+    for (target, check) in checks {
+        for path in files(&format!("fuzz/seeds/{target}")) {
+            let data = std::fs::read(&path).unwrap();
+            // The check's own panic message is printed above this one.
+            if std::panic::catch_unwind(|| check(&data)).is_err() {
+                panic!("{target} checks failed on {}", path.display());
+            }
         }
-    }
-    for path in files("fuzz/regressions/kubernetes_event") {
-        let mut data = std::fs::read(&path).unwrap();
-        let _ = kubernetes_event::parse(&mut data, now());
     }
 }
