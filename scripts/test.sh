@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine of this project's kind: installs what the tests
 # need and the machine lacks (Debian's prometheus and prometheus-alertmanager, which the deploy,
-# observe and Alertmanager tests run), builds the control plane from its Go modules (cached),
-# then runs `cargo test --workspace` with any extra arguments. `.ci/run` calls exactly this.
+# observe and Alertmanager tests run), builds the control plane and helm from their Go modules
+# (cached), then runs `cargo test --workspace` with any extra arguments. `.ci/run` calls
+# exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +27,14 @@ if [[ -z "${ENVTEST_BIN_DIR:-}" ]]; then
   export ENVTEST_BIN_DIR
 fi
 echo "test.sh: control plane binaries in $ENVTEST_BIN_DIR" >&2
+# helm, built from its Go module the same way (the chart tests run it).
+if [[ -z "${HELM_BIN:-}" ]]; then
+  HELM_BIN="$(bash envtest/scripts/build-helm.sh)"
+  export HELM_BIN
+fi
+echo "test.sh: helm at $HELM_BIN" >&2
 
 # Golden files are rewritten only on purpose (scripts/update-golden.sh), never because the
 # environment happened to carry the switch.
-unset UPDATE_CRD UPDATE_DEPLOY
+unset UPDATE_CRD UPDATE_DEPLOY UPDATE_HELM
 exec cargo test --workspace "$@"

@@ -95,5 +95,9 @@ value means "unset" (kubernetes.namespace, kubernetes.kubeconfig).
 {{- end }}
 {{- end }}
 {{- $_ := set $config "kubernetes" $kubernetes }}
+{{- /* An empty history_size means the gateway's default (the threshold): leave it out. */ -}}
+{{- if not $config.storm.history_size }}
+{{- $_ := set $config "storm" (omit $config.storm "history_size") }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
