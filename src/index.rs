@@ -170,12 +170,7 @@ impl RrState {
         let fingerprint = Fingerprint::parse(&rr.spec.signal_fingerprint)?;
         let name: Arc<str> = rr.metadata.name.as_deref()?.into();
         let resource_version = rr.metadata.resource_version.as_deref()?.parse().ok()?;
-        let generation = rr
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| labels.get(GENERATION_LABEL))
-            .and_then(|g| g.parse().ok());
+        let generation = generation_of(rr);
         let status = rr.status.as_ref();
         let dedup = status.and_then(|s| s.deduplication.as_ref());
         let created = rr.spec.received_time.0;
@@ -220,6 +215,10 @@ pub struct Index {
     /// RR name → (deleted resourceVersion, when); at most [`TOMBSTONES_MAX`], each kept for
     /// [`TOMBSTONE_TTL`].
     tombstones: DashMap<Arc<str>, (u64, Instant), ahash::RandomState>,
+    /// Fingerprints with a recently removed RR, with when: a next generation for them is
+    /// decided from an authoritative list, not from this replica's view (see
+    /// [`Index::has_past`]). Bounded and expired like `tombstones`.
+    departed: DashMap<Key, ((), Instant), ahash::RandomState>,
 }
 
 /// How long a deleted RR's tombstone keeps stale writes out: far longer than any response can
@@ -241,6 +240,7 @@ impl Index {
             live: ArcSwap::from_pointee(Shards::default()),
             relist: ArcSwapOption::empty(),
             tombstones: DashMap::default(),
+            departed: DashMap::default(),
         }
     }
 
@@ -264,17 +264,18 @@ impl Index {
             .map(|rr| rr.resource_version)
     }
 
-    /// The generation the next RR of this fingerprint gets.
-    pub fn next_generation(&self, fingerprint: &Fingerprint) -> u32 {
-        let live = self.live.load();
-        live.get(&fingerprint.to_bytes()).map_or(0, |rrs| {
-            let known = rrs
-                .iter()
-                .filter_map(Stored::generation)
-                .max()
-                .map_or(0, |g| g + 1);
-            known.max(u32::try_from(rrs.len()).unwrap_or(u32::MAX))
-        })
+    /// Whether this fingerprint has a past here: an RR (a terminal one, when no RR is
+    /// active) or a recent removal. A fingerprint without one gets generation 0, which every
+    /// replica agrees on; one with a past gets its next generation from
+    /// [`next_generation`] over an authoritative list, because replicas can disagree about
+    /// which of its RRs still exist (one has seen a Delete, another not yet).
+    pub fn has_past(&self, fingerprint: &Fingerprint) -> bool {
+        let key = fingerprint.to_bytes();
+        self.live.load().contains_key(&key)
+            || self
+                .departed
+                .get(&key)
+                .is_some_and(|entry| entry.1.elapsed() < TOMBSTONE_TTL)
     }
 
     /// Takes in an RR seen on the watch or returned by a write, unless the index already
@@ -315,6 +316,7 @@ impl Index {
             });
         }
         self.bury(name, deleted);
+        bounded_insert(&self.departed, key, ());
     }
 
     /// Drops an RR given as an object (a watch Delete: its resourceVersion is the deletion's).
@@ -330,22 +332,7 @@ impl Index {
     }
 
     fn bury(&self, name: &str, resource_version: u64) {
-        let now = Instant::now();
-        if self.tombstones.len() >= TOMBSTONES_MAX {
-            self.tombstones
-                .retain(|_, (_, at)| now.duration_since(*at) < TOMBSTONE_TTL);
-            if self.tombstones.len() >= TOMBSTONES_MAX {
-                let oldest = self
-                    .tombstones
-                    .iter()
-                    .min_by_key(|t| t.1)
-                    .map(|t| t.key().clone());
-                if let Some(oldest) = oldest {
-                    self.tombstones.remove(&oldest);
-                }
-            }
-        }
-        self.tombstones.insert(name.into(), (resource_version, now));
+        bounded_insert(&self.tombstones, name.into(), resource_version);
     }
 
     /// Whether `state` is a version at or before a recent deletion of its name.
@@ -393,6 +380,47 @@ impl Index {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Records `value` under `key` with the time, keeping at most [`TOMBSTONES_MAX`] entries:
+/// expired ones are purged first, then the oldest is dropped.
+fn bounded_insert<K, V>(map: &DashMap<K, (V, Instant), ahash::RandomState>, key: K, value: V)
+where
+    K: std::hash::Hash + Eq + Clone,
+{
+    let now = Instant::now();
+    if map.len() >= TOMBSTONES_MAX {
+        map.retain(|_, (_, at)| now.duration_since(*at) < TOMBSTONE_TTL);
+        if map.len() >= TOMBSTONES_MAX {
+            let oldest = map.iter().min_by_key(|e| e.1).map(|e| e.key().clone());
+            if let Some(oldest) = oldest {
+                map.remove(&oldest);
+            }
+        }
+    }
+    map.insert(key, (value, now));
+}
+
+/// The generation the next RR of a fingerprint gets, given all of its RRs (an authoritative
+/// list, or an index entry): one past the highest, and never below the number of RRs (RRs
+/// made by someone else carry no generation).
+pub fn next_generation(generations: impl IntoIterator<Item = Option<u32>>) -> u32 {
+    let mut highest = None;
+    let mut rrs = 0u32;
+    for generation in generations {
+        rrs = rrs.saturating_add(1);
+        highest = highest.max(generation);
+    }
+    highest.map_or(0, |g: u32| g.saturating_add(1)).max(rrs)
+}
+
+/// The generation label of an RR, if it carries one.
+pub fn generation_of(rr: &RemediationRequest) -> Option<u32> {
+    rr.metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(GENERATION_LABEL))
+        .and_then(|g| g.parse().ok())
 }
 
 fn upsert(shards: &Shards, fingerprint: Fingerprint, state: RrState) {
@@ -494,9 +522,34 @@ mod tests {
         index.apply(&foreign);
         let (_, expected) = RrState::from_rr(&foreign).unwrap();
         assert_eq!(index.active(&fingerprint, now), Some(expected));
-        assert_eq!(index.next_generation(&fingerprint), 2);
         index.remove(&fingerprint, "made-by-hand", None);
         assert_eq!(index.active(&fingerprint, now).unwrap().generation, Some(0));
+    }
+
+    #[test]
+    fn the_next_generation_follows_the_highest_and_the_number_of_rrs() {
+        assert_eq!(next_generation([]), 0);
+        assert_eq!(next_generation([Some(0)]), 1);
+        assert_eq!(next_generation([Some(0), Some(3)]), 4);
+        // RRs made by someone else carry no generation but still take a place.
+        assert_eq!(next_generation([None, None, Some(0)]), 3);
+    }
+
+    #[test]
+    fn a_fingerprint_has_a_past_while_it_has_rrs_or_lost_one_recently() {
+        let fingerprint = Fingerprint::of(None, "ns", "Pod", "a");
+        let other = Fingerprint::of(None, "ns", "Pod", "b");
+        let index = Index::new();
+        assert!(!index.has_past(&fingerprint));
+        let name = rr_name(&fingerprint, 0);
+        index.apply(&rr(&name, Some(0), 7, vec![1]));
+        assert!(index.has_past(&fingerprint));
+        index.remove_rr(&rr(&name, Some(0), 8, vec![1]));
+        assert!(
+            index.has_past(&fingerprint),
+            "a deleted RR leaves its fingerprint a past"
+        );
+        assert!(!index.has_past(&other));
     }
 
     #[test]

@@ -215,6 +215,86 @@ async fn terminal_phase_starts_a_new_rr() {
     );
 }
 
+/// A new generation after a terminal RR is decided from the apiserver's field-selector list,
+/// so replicas agree even after RRs were deleted: with all of a fingerprint's RRs gone, a
+/// replica that saw them and a fresh one that never did both use generation 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generations_after_deleted_rrs_agree_across_replicas() {
+    let Stack {
+        ns,
+        client,
+        kubeconfig,
+        gateways,
+        http,
+        ..
+    } = stack("regen", 1).await;
+    let url = format!("{}/api/v1/signals/prometheus", gateways[0].api);
+    let fp = pod_fingerprint(&ns, "db-0");
+    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), &ns);
+    let complete = |name: String| {
+        let api = api.clone();
+        async move {
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": {"overallPhase": "Completed"}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let lists = || gateways[0].metric(&http, "gateway_k8s_requests_total", &[("verb", "list")]);
+
+    let (status, body) = http.post(&url, &alert("DiskFull", &ns, "db-0")).await;
+    assert_eq!(status, 201, "{body}");
+    let first = body["remediationRequestName"].as_str().unwrap().to_string();
+    assert_eq!(lists().await, 0.0, "a first sighting lists nothing");
+    complete(first.clone()).await;
+    let (status, body) = eventually(Duration::from_secs(10), "a new RR after Completed", || {
+        let (http, url, ns) = (&http, &url, &ns);
+        async move {
+            let (status, body) = http.post(url, &alert("DiskFull", ns, "db-0")).await;
+            (status == 201).then_some((status, body))
+        }
+    })
+    .await;
+    let second = body["remediationRequestName"].as_str().unwrap().to_string();
+    assert_eq!((status, second != first), (201, true));
+    assert!(lists().await >= 1.0, "the new generation came from a list");
+
+    complete(second.clone()).await;
+    for name in [&first, &second] {
+        api.delete(name, &Default::default()).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the deletions on the watch",
+        || async {
+            let entries = gateways[0]
+                .metric(&http, "gateway_index_entries", &[])
+                .await;
+            (entries == 0.0).then_some(())
+        },
+    )
+    .await;
+    let (status, body) = http.post(&url, &alert("DiskFull", &ns, "db-0")).await;
+    assert_eq!(status, 201, "{body}");
+    let third = body["remediationRequestName"].as_str().unwrap().to_string();
+    let fingerprint = gateway::fingerprint::Fingerprint::parse(&fp).unwrap();
+    assert_eq!(third, gateway::index::rr_name(&fingerprint, 0));
+
+    // A replica that never saw the deleted RRs lands on the same RR.
+    let fresh = Gateway::start(&kubeconfig, &ns, &[]);
+    fresh.ready(&http).await;
+    let fresh_url = format!("{}/api/v1/signals/prometheus", fresh.api);
+    let (status, body) = http.post(&fresh_url, &alert("DiskFull", &ns, "db-0")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["remediationRequestName"], third.as_str());
+    assert_eq!(body["metadata"]["count"], 2);
+    let active: Vec<_> = rrs_of(&client, &ns, &fp).await;
+    assert_eq!(active.len(), 1, "one RR for the fingerprint");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_review_keeps_a_terminal_rr_active() {
     let Stack {

@@ -196,6 +196,94 @@ async fn initialisation_survives_a_status_write_by_another_writer() {
     assert_eq!(status.overall_phase.as_deref(), Some("Processing"));
 }
 
+/// The answer to a duplicate's status patch is lost after the patch was applied (a timeout on
+/// the way back): the engine re-reads the RR, finds its own write there and answers with the
+/// ordinal, instead of a 503 whose retry would count the signal twice.
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_to_an_applied_patch_is_still_counted_once() {
+    let store = Arc::new(FakeStore::default());
+    let engine = engine_with_deadline(&store, Duration::from_millis(20), Duration::from_secs(5));
+    assert!(matches!(
+        engine.process(signal(0)).await,
+        Ok(Outcome::Created { .. })
+    ));
+    store.lose_answers.store(1, Ordering::SeqCst);
+    let answer = engine.process(signal(0)).await;
+    assert!(
+        matches!(answer, Ok(Outcome::Duplicate { count: 2, .. })),
+        "{answer:?}"
+    );
+    let Ok(Outcome::Duplicate { count, .. }) = engine.process(signal(0)).await else {
+        panic!("a duplicate");
+    };
+    assert_eq!(count, 3);
+    let counts: Vec<i64> = store.counts().values().map(|(_, count)| *count).collect();
+    assert_eq!(counts, vec![3], "each signal counted once");
+}
+
+/// The same for a create: the RR under the name with the spec sent is the one this create
+/// made, so the first signal is answered 201 and not counted again.
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_to_an_applied_create_is_still_a_create() {
+    let store = Arc::new(FakeStore::default());
+    let engine = engine_with_deadline(&store, Duration::from_millis(20), Duration::from_secs(5));
+    store.lose_answers.store(1, Ordering::SeqCst);
+    let answer = engine.process(signal(0)).await;
+    assert!(matches!(answer, Ok(Outcome::Created { .. })), "{answer:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(initialised(&store), Some(1));
+}
+
+/// Two replicas disagree about a terminal RR that was deleted: one has seen the Delete, the
+/// other still holds the RR. A signal of that fingerprint then reaches both at once. Each
+/// deciding the next generation from its own view gave two names (0 and 1), so two active
+/// RRs that never collide; deciding it from the authoritative list gives one.
+#[tokio::test(start_paused = true)]
+async fn replicas_that_disagree_about_a_deleted_rr_still_make_one() {
+    let store = Arc::new(FakeStore::default());
+    let a = engine(&store, Duration::from_millis(20));
+    let b = engine(&store, Duration::from_millis(20));
+    assert!(matches!(
+        a.process(signal(0)).await,
+        Ok(Outcome::Created { .. })
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    store.terminate_active(&fingerprint(0).to_string());
+    let terminal = store.rrs.lock().unwrap().values().next().cloned().unwrap();
+    a.index().apply(&terminal);
+    b.index().apply(&terminal);
+    store.rrs.lock().unwrap().clear();
+    let mut deleted = terminal.clone();
+    deleted.metadata.resource_version =
+        Some((store.next_rv.load(Ordering::SeqCst) + 1).to_string());
+    a.index().remove_rr(&deleted);
+
+    let (first, second) = tokio::join!(a.process(signal(0)), b.process(signal(0)));
+    let mut answers = [first, second].map(|answer| match answer {
+        Ok(Outcome::Created { .. }) => 1,
+        Ok(Outcome::Duplicate { count, .. }) => count,
+        Err(error) => panic!("{error:?}"),
+    });
+    answers.sort_unstable();
+    assert_eq!(answers, [1, 2], "one create, one duplicate");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let counts: Vec<i64> = store.counts().values().map(|(_, count)| *count).collect();
+    assert_eq!(counts, vec![2], "one RR for the fingerprint");
+    assert!(store.lists.load(Ordering::SeqCst) >= 1);
+}
+
+/// A fingerprint never seen makes no list call: the common create costs one write.
+#[tokio::test(start_paused = true)]
+async fn a_first_sighting_makes_no_list_call() {
+    let store = Arc::new(FakeStore::default());
+    let engine = engine(&store, Duration::from_millis(20));
+    assert!(matches!(
+        engine.process(signal(0)).await,
+        Ok(Outcome::Created { .. })
+    ));
+    assert_eq!(store.lists.load(Ordering::SeqCst), 0);
+}
+
 /// Runs the ops; returns, per RR, the counts the engine answered.
 async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<String, Vec<i64>> {
     store.fail_every.store(fail_every, Ordering::SeqCst);

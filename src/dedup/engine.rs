@@ -31,12 +31,13 @@ use super::outcome::{Outcome, ProcessError};
 use super::rr;
 use crate::clock::Clock;
 use crate::fingerprint::Fingerprint;
-use crate::index::{Index, RrState};
+use crate::index::{self, Index, RrState};
 use crate::ingest::Signal;
 use crate::k8s::store::{RrStore, StatusPatch, StoreError};
+use crate::k8s::types::RemediationRequest;
 use crate::k8s::types::SignalSource;
 use crate::storm;
-use crate::telemetry::{CallOutcome, Metrics, Source};
+use crate::telemetry::{Ambiguity, CallOutcome, Metrics, Source, Verb};
 
 /// What the engine is told at start-up.
 #[derive(Clone, Debug)]
@@ -284,7 +285,16 @@ impl<S: RrStore> Engine<S> {
         created: &mut Option<RrState>,
     ) -> Result<Step, ProcessError> {
         let inner = &self.inner;
-        let generation = inner.index.next_generation(fingerprint);
+        let generation = if inner.index.has_past(fingerprint) {
+            match self.generation_from_list(fingerprint).await? {
+                Some(generation) => generation,
+                // The list holds an active RR this replica had not seen yet: count onto it.
+                None => return Ok(Step::Again),
+            }
+        } else {
+            0
+        };
+        self.expire(pending);
         let Some(first) = pending.front() else {
             return Ok(Step::Done);
         };
@@ -296,7 +306,13 @@ impl<S: RrStore> Engine<S> {
             inner.payload,
         );
         let name = rr.metadata.name.clone().unwrap_or_default();
-        match inner.store.create(&rr).await {
+        let created_now = match inner.store.create(&rr).await {
+            Err(error) if error.may_have_applied() => {
+                self.resolve_create(&rr, first.deadline, error).await
+            }
+            other => other,
+        };
+        match created_now {
             Ok(stored) => {
                 inner.index.apply(&stored);
                 inner.metrics.rr_created(match first.signal.source {
@@ -355,7 +371,22 @@ impl<S: RrStore> Engine<S> {
             history.to_status(active.first_seen, last_seen),
             inner.storm.inline(fingerprint, &active.name, &history),
         );
-        match inner.store.patch_status(&active.name, &patch).await {
+        let written = match inner.store.patch_status(&active.name, &patch).await {
+            Err(error) if error.may_have_applied() => {
+                let deadline = pending.iter().map(|w| w.deadline).min();
+                match self
+                    .resolve_patch(fingerprint, &active.name, &patch, deadline, error)
+                    .await
+                {
+                    Ok(Some(stored)) => Ok(stored),
+                    // Not applied, and it never can be (the RR moved on): decide again.
+                    Ok(None) => return Ok(Step::Again),
+                    Err(error) => return Err(error),
+                }
+            }
+            other => other,
+        };
+        match written {
             Ok(stored) => {
                 inner.index.apply(&stored);
                 for waiter in pending.iter() {
@@ -394,6 +425,142 @@ impl<S: RrStore> Engine<S> {
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// The generation a new RR of a fingerprint with a past gets, from the authoritative
+    /// list of its RRs rather than this replica's view: replicas can disagree about a terminal
+    /// RR that was deleted (one has seen the Delete, another not yet), and deciding from their
+    /// own views would give two names that never collide, so two active RRs. `None` when the
+    /// list holds an active RR. A fingerprint whose RRs are all gone starts again at 0, as a
+    /// replica that never saw them would.
+    async fn generation_from_list(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<u32>, ProcessError> {
+        let inner = &self.inner;
+        let rrs = inner.store.list_fingerprint(fingerprint).await?;
+        let now = inner.clock.now();
+        let mut active = false;
+        for rr in &rrs {
+            inner.index.apply(rr);
+            active |= RrState::from_rr(rr).is_some_and(|(_, state)| state.is_active(now));
+        }
+        Ok((!active).then(|| index::next_generation(rrs.iter().map(index::generation_of))))
+    }
+
+    /// After a status patch whose answer was lost: finds out whether it was applied before
+    /// answering, so that a timeout does not become a 503 that the sender's retry counts
+    /// again. Re-reads the RR while the deadline allows: our block there means applied; a
+    /// newer version without it means it never will be (the precondition failed for good,
+    /// `None`); the same version means it has not been applied yet, so the identical patch
+    /// is sent again (at most one of the two can pass the precondition). Only when it cannot
+    /// be known in time, or in a few rounds, is the answer 503.
+    async fn resolve_patch(
+        &self,
+        fingerprint: &Fingerprint,
+        name: &str,
+        patch: &StatusPatch,
+        deadline: Option<tokio::time::Instant>,
+        mut error: StoreError,
+    ) -> Result<Option<RemediationRequest>, ProcessError> {
+        let inner = &self.inner;
+        /// Re-reads (each possibly followed by a resend) before giving up.
+        const ROUNDS: u32 = 3;
+        let ambiguous = |resolution| inner.metrics.ambiguous_write(Verb::Patch, resolution);
+        for _ in 0..ROUNDS {
+            if !self.time_for_a_call(deadline) {
+                break;
+            }
+            match inner.store.get(name).await {
+                Ok(current) => {
+                    inner.index.apply(&current);
+                    if patch.is_applied_in(&current) {
+                        ambiguous(Ambiguity::Applied);
+                        return Ok(Some(current));
+                    }
+                    let version = current.metadata.resource_version.as_deref();
+                    if version.and_then(|v| v.parse().ok()) != Some(patch.resource_version()) {
+                        ambiguous(Ambiguity::NotApplied);
+                        return Ok(None);
+                    }
+                    if !self.time_for_a_call(deadline) {
+                        break;
+                    }
+                    match inner.store.patch_status(name, patch).await {
+                        Ok(stored) => {
+                            ambiguous(Ambiguity::Resent);
+                            return Ok(Some(stored));
+                        }
+                        // The first one got there meanwhile, or another writer: look again.
+                        Err(StoreError::Conflict) => {}
+                        Err(again) if again.may_have_applied() => error = again,
+                        Err(other) => {
+                            ambiguous(Ambiguity::Unknown);
+                            return Err(other.into());
+                        }
+                    }
+                }
+                Err(StoreError::NotFound) => {
+                    inner.index.remove(fingerprint, name, None);
+                    ambiguous(Ambiguity::NotApplied);
+                    return Ok(None);
+                }
+                Err(again) if again.may_have_applied() => error = again,
+                Err(other) => {
+                    ambiguous(Ambiguity::Unknown);
+                    return Err(other.into());
+                }
+            }
+        }
+        ambiguous(Ambiguity::Unknown);
+        Err(error.into())
+    }
+
+    /// After a create whose answer was lost: the RR under that name with exactly the spec
+    /// sent means it was created (the spec carries the first signal's arrival time).
+    async fn resolve_create(
+        &self,
+        rr: &RemediationRequest,
+        deadline: tokio::time::Instant,
+        error: StoreError,
+    ) -> Result<RemediationRequest, StoreError> {
+        let inner = &self.inner;
+        let ambiguous = |resolution| inner.metrics.ambiguous_write(Verb::Create, resolution);
+        let name = rr.metadata.name.as_deref().unwrap_or_default();
+        if !self.time_for_a_call(Some(deadline)) {
+            ambiguous(Ambiguity::Unknown);
+            return Err(error);
+        }
+        match inner.store.get(name).await {
+            Ok(existing) => {
+                let same = serde_json::to_value(&existing.spec).ok()
+                    == serde_json::to_value(&rr.spec).ok();
+                if same {
+                    ambiguous(Ambiguity::Applied);
+                    Ok(existing)
+                } else {
+                    // Someone else's RR under that name: the usual lost race.
+                    ambiguous(Ambiguity::NotApplied);
+                    Err(StoreError::AlreadyExists)
+                }
+            }
+            Err(StoreError::NotFound) => {
+                // Not created (yet): 503, and the sender's retry creates it. A create still
+                // in flight that lands later costs that retry one extra count, never a
+                // second RR.
+                ambiguous(Ambiguity::NotApplied);
+                Err(error)
+            }
+            Err(other) => {
+                ambiguous(Ambiguity::Unknown);
+                Err(other)
+            }
+        }
+    }
+
+    /// Whether one more Kubernetes call fits before `deadline`.
+    fn time_for_a_call(&self, deadline: Option<tokio::time::Instant>) -> bool {
+        deadline.is_some_and(|d| tokio::time::Instant::now() + self.inner.call_timeout <= d)
     }
 
     /// Re-reads one RR after a lost race.

@@ -45,7 +45,7 @@ pub enum ProcessError {
 impl From<StoreError> for ProcessError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Timeout(_) | StoreError::Unavailable(_) => {
+            StoreError::Timeout(_) | StoreError::Unavailable(_) | StoreError::BreakerOpen => {
                 ProcessError::Unavailable(error.to_string())
             }
             // Conflict / AlreadyExists / NotFound are handled where they can occur; reaching

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 
 use serde::Serialize;
 
 use super::breaker::Breaker;
 use super::types::{DeduplicationStatus, RemediationRequest, StormAggregationStatus};
+use crate::fingerprint::Fingerprint;
 use crate::health::Health;
 use crate::telemetry::{CallOutcome, Metrics, Verb};
 
@@ -71,6 +72,17 @@ impl StatusPatch {
     pub fn storm(&self) -> Option<&StormAggregationStatus> {
         self.status.storm_aggregation.as_ref()
     }
+
+    /// Whether `rr` holds exactly the deduplication block this patch writes: after a write
+    /// whose answer was lost, that means it was applied (the block carries the new count and
+    /// the arrival times in milliseconds, which no other write repeats).
+    pub fn is_applied_in(&self, rr: &RemediationRequest) -> bool {
+        let stored = rr.status.as_ref().and_then(|s| s.deduplication.as_ref());
+        stored.is_some_and(|stored| {
+            serde_json::to_value(stored).ok()
+                == serde_json::to_value(&self.status.deduplication).ok()
+        })
+    }
 }
 
 /// Why a call failed, sorted by what the caller does about it.
@@ -92,6 +104,9 @@ pub enum StoreError {
     /// a later retry can succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Not sent: the circuit breaker is open (a later retry can succeed).
+    #[error("unavailable: circuit breaker open")]
+    BreakerOpen,
     /// A storm write's precondition failed: the count moved on, a newer state follows.
     #[error("stale: the occurrence count moved on")]
     Stale,
@@ -111,7 +126,15 @@ impl StoreError {
             StoreError::Unavailable(_) => CallOutcome::Unavailable,
             StoreError::Invalid(_) => CallOutcome::Invalid,
             StoreError::Stale => CallOutcome::Stale,
+            StoreError::BreakerOpen => CallOutcome::BreakerOpen,
         }
+    }
+
+    /// Whether a write that failed this way may still have been applied: the request went
+    /// out and no answer said it was refused (a deadline, a dropped connection, a 5xx after
+    /// etcd took it). The caller must find out before answering, or a retry counts twice.
+    pub fn may_have_applied(&self) -> bool {
+        matches!(self, StoreError::Timeout(_) | StoreError::Unavailable(_))
     }
 }
 
@@ -145,6 +168,14 @@ pub trait RrStore: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send;
+
+    /// Every RR of one fingerprint (a field-selector list, read from etcd): the authoritative
+    /// set, asked for only when a new generation is about to be created after a terminal or
+    /// deleted one.
+    fn list_fingerprint(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> impl Future<Output = Result<Vec<RemediationRequest>, StoreError>> + Send;
 }
 
 /// The real store.
@@ -183,7 +214,7 @@ impl KubeStore {
         if !self.breaker.allow() {
             self.metrics
                 .k8s_request(verb, CallOutcome::BreakerOpen, 0.0);
-            return Err(StoreError::Unavailable("circuit breaker open".into()));
+            return Err(StoreError::BreakerOpen);
         }
         let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, call).await {
@@ -254,6 +285,15 @@ impl RrStore for KubeStore {
     async fn get(&self, name: &str) -> Result<RemediationRequest, StoreError> {
         self.call(Verb::Get, self.api.get(name)).await
     }
+
+    async fn list_fingerprint(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> Result<Vec<RemediationRequest>, StoreError> {
+        let params = ListParams::default().fields(&format!("spec.signalFingerprint={fingerprint}"));
+        let list = self.call(Verb::List, self.api.list(&params)).await?;
+        Ok(list.items)
+    }
 }
 
 fn classify(error: kube::Error) -> StoreError {
@@ -302,5 +342,12 @@ impl<T: RrStore> RrStore for Arc<T> {
         name: &str,
     ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send {
         (**self).get(name)
+    }
+
+    fn list_fingerprint(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> impl Future<Output = Result<Vec<RemediationRequest>, StoreError>> + Send {
+        (**self).list_fingerprint(fingerprint)
     }
 }

@@ -173,7 +173,9 @@ pub async fn write<S: RrStore>(
             metrics.storm_patches_error.increment(1);
             tracing::debug!(rr, %error, "storm status not written");
             match error {
-                StoreError::Timeout(_) | StoreError::Unavailable(_) => Written::Retry,
+                StoreError::Timeout(_) | StoreError::Unavailable(_) | StoreError::BreakerOpen => {
+                    Written::Retry
+                }
                 _ => Written::Never,
             }
         }

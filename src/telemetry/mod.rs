@@ -68,6 +68,10 @@ fn describe() {
         names::CRD_CREATION_ERRORS,
         "RemediationRequest creations that failed, by error type."
     );
+    describe_counter!(
+        names::AMBIGUOUS_WRITES,
+        "Writes whose answer was lost, by what re-reading the RR found."
+    );
     describe_histogram!(
         names::HTTP_REQUEST_DURATION,
         Unit::Seconds,
@@ -262,6 +266,16 @@ impl Metrics {
             .record(seconds);
     }
 
+    /// `gateway_ambiguous_writes_total{verb,resolution}`: a write whose answer was lost, and
+    /// what re-reading found.
+    pub fn ambiguous_write(&self, verb: Verb, resolution: Ambiguity) {
+        self.labelled.ambiguous[verb as usize * AMBIGUITIES.len() + resolution as usize]
+            .get_or_init(|| {
+                metrics::counter!(names::AMBIGUOUS_WRITES, "verb" => verb.label(), "resolution" => AMBIGUITIES[resolution as usize])
+            })
+            .increment(1);
+    }
+
     /// `gateway_crd_creation_errors_total{error_type}`.
     pub fn creation_error(&self, error: CallOutcome) {
         self.labelled.creation_errors[error as usize]
@@ -333,13 +347,32 @@ pub enum Verb {
     Get = 2,
     /// JSON patch of `status.stormAggregation`.
     PatchStorm = 3,
+    /// Field-selector list of one fingerprint's RRs, before a create after a terminal RR.
+    List = 4,
 }
 
 impl Verb {
     fn label(self) -> &'static str {
-        ["create", "patch", "get", "patch_storm"][self as usize]
+        ["create", "patch", "get", "patch_storm", "list"][self as usize]
     }
 }
+
+/// What re-reading found after a write whose answer was lost (a deadline, a dropped
+/// connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// The write had been applied: answered as a success.
+    Applied = 0,
+    /// It had not; sent again, and that one was applied.
+    Resent = 1,
+    /// It had not, and cannot be any more (the RR moved on or is gone): decided again, or
+    /// answered 503 with nothing counted.
+    NotApplied = 2,
+    /// It could not be found out within the deadline: answered 503.
+    Unknown = 3,
+}
+
+const AMBIGUITIES: [&str; 4] = ["applied", "resent", "not_applied", "unknown"];
 
 /// Outcomes of a Kubernetes call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,9 +418,10 @@ struct Labelled {
     http: [OnceLock<Histogram>; 3 * 3 * 12],
     received: [OnceLock<Counter>; 2 * 10],
     created: [OnceLock<Counter>; 2],
-    k8s_calls: [OnceLock<Counter>; 4 * 9],
-    k8s_durations: [OnceLock<Histogram>; 4],
+    k8s_calls: [OnceLock<Counter>; 5 * 9],
+    k8s_durations: [OnceLock<Histogram>; 5],
     creation_errors: [OnceLock<Counter>; 9],
+    ambiguous: [OnceLock<Counter>; 5 * 4],
 }
 
 impl Default for Labelled {
@@ -399,6 +433,7 @@ impl Default for Labelled {
             k8s_calls: std::array::from_fn(|_| OnceLock::new()),
             k8s_durations: std::array::from_fn(|_| OnceLock::new()),
             creation_errors: std::array::from_fn(|_| OnceLock::new()),
+            ambiguous: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 }

@@ -15,6 +15,8 @@ pub const HTTP_REQUEST_DURATION: &str = "gateway_http_request_duration_seconds";
 pub const K8S_REQUESTS: &str = "gateway_k8s_requests_total";
 /// Histogram (seconds), label `verb`.
 pub const K8S_REQUEST_DURATION: &str = "gateway_k8s_request_duration_seconds";
+/// Counter, labels `verb`, `resolution`.
+pub const AMBIGUOUS_WRITES: &str = "gateway_ambiguous_writes_total";
 /// Gauge.
 pub const INDEX_ENTRIES: &str = "gateway_index_entries";
 /// Counter.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use gateway::fingerprint::Fingerprint;
 use gateway::k8s::store::{RrStore, StatusPatch, StoreError};
 use gateway::k8s::types::{RemediationRequest, RemediationRequestStatus, StormAggregationStatus};
 
@@ -24,6 +25,11 @@ pub struct FakeStore {
     pub latency_ms: AtomicU64,
     /// Every status patch loses a race (409), as under a writer that never stops.
     pub always_conflict: AtomicBool,
+    /// The next this many creates and status patches are applied, then answered with a
+    /// timeout, as when the answer is lost on the way back.
+    pub lose_answers: AtomicU64,
+    /// Field-selector lists taken.
+    pub lists: AtomicU64,
     calls: AtomicU64,
 }
 
@@ -45,6 +51,17 @@ impl FakeStore {
             return Err(StoreError::Unavailable("injected".into()));
         }
         Ok(())
+    }
+
+    /// Whether this write's answer is to be lost (it is applied all the same).
+    fn answer_lost(&self) -> bool {
+        self.lose_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn lost(&self) -> StoreError {
+        StoreError::Timeout(std::time::Duration::from_secs(2))
     }
 
     /// The orchestrator finishing the active RR of a fingerprint.
@@ -94,6 +111,9 @@ impl RrStore for FakeStore {
         stored.status = None;
         stored.metadata.resource_version = Some(self.bump());
         rrs.insert(name, stored.clone());
+        if self.answer_lost() {
+            return Err(self.lost());
+        }
         Ok(stored)
     }
 
@@ -118,6 +138,9 @@ impl RrStore for FakeStore {
             status.storm_aggregation = Some(storm.clone());
         }
         rr.metadata.resource_version = Some(self.bump());
+        if self.answer_lost() {
+            return Err(self.lost());
+        }
         Ok(rr.clone())
     }
 
@@ -153,6 +176,23 @@ impl RrStore for FakeStore {
             .get(name)
             .cloned()
             .ok_or(StoreError::NotFound)
+    }
+
+    async fn list_fingerprint(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> Result<Vec<RemediationRequest>, StoreError> {
+        self.maybe_fail().await?;
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        let wanted = fingerprint.to_string();
+        Ok(self
+            .rrs
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|rr| rr.spec.signal_fingerprint == wanted)
+            .cloned()
+            .collect())
     }
 }
 
