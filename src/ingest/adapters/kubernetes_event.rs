@@ -19,34 +19,11 @@ use simd_json::prelude::Writable;
 use super::wire::Str;
 use crate::fingerprint::Fingerprint;
 use crate::ingest::freshness::{self, check_not_future, check_not_stale};
+use crate::ingest::target;
 use crate::ingest::{
     RESOURCE_KIND_MAX_CHARS, RESOURCE_NAME_MAX_CHARS, Rejection, SIGNAL_NAME_MAX_CHARS, Signal,
 };
 use crate::k8s::types::{ResourceRef, SignalSource, truncate_chars};
-
-/// Kinds that are not namespaced: their target resource has no namespace and their fingerprint
-/// hashes an empty one (DESIGN.md §3), whatever namespace the Event itself was recorded in
-/// (Node events live in `default`). Built-in kinds only; a cluster-scoped custom resource is
-/// taken with the Event's namespace, as the API server gives no way to tell from the Event.
-pub const CLUSTER_SCOPED_KINDS: [&str; 17] = [
-    "APIService",
-    "CertificateSigningRequest",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "CSIDriver",
-    "CSINode",
-    "CustomResourceDefinition",
-    "IngressClass",
-    "MutatingWebhookConfiguration",
-    "Namespace",
-    "Node",
-    "PersistentVolume",
-    "PriorityClass",
-    "RuntimeClass",
-    "StorageClass",
-    "ValidatingWebhookConfiguration",
-    "VolumeAttachment",
-];
 
 /// The fields of a core/v1 Event the gateway reads. Declared types are checked: a wrongly
 /// typed value is malformed JSON.
@@ -117,7 +94,7 @@ const ANNOTATION_LAST_TIMESTAMP: &str = "kubernaut.io/last-timestamp";
 /// most [`freshness::MAX_AGE`] old and at most [`freshness::MAX_FUTURE`] ahead.
 ///
 /// Namespace of the resource: `involvedObject.namespace`, else the Event's
-/// `metadata.namespace`, else `default`; none for [`CLUSTER_SCOPED_KINDS`].
+/// `metadata.namespace`, else `default`; none for [`target::CLUSTER_SCOPED_KINDS`].
 pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
     let malformed = |e: simd_json::Error| Rejection::MalformedJson(e.to_string());
     let dom = super::wire::with_simd_buffers(|buffers| {
@@ -160,7 +137,7 @@ pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
     check_not_future(newest, now, "event timestamp")?;
     let firing_time = first.or(last).unwrap_or(newest);
 
-    let namespace = (!CLUSTER_SCOPED_KINDS.contains(&kind)).then(|| {
+    let namespace = (!target::is_cluster_scoped(kind)).then(|| {
         object
             .and_then(|o| non_empty(&o.namespace))
             .or_else(|| {
