@@ -670,6 +670,20 @@ async fn fingerprint_follows_the_target_resource_rules() {
         )
         .await;
     assert_created(&reply, "default:Service:frontend");
+
+    // `exported_namespace` before `namespace`: kube-state-metrics scraped without honor_labels
+    // puts its own namespace in `namespace`.
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert(json!({
+                "alertname": "KubeDeploymentReplicasMismatch", "deployment": "checkout",
+                "namespace": "monitoring", "exported_namespace": "shop",
+                "job": "kube-state-metrics"
+            }))]),
+        )
+        .await;
+    assert_created(&reply, "shop:Deployment:checkout");
 }
 
 #[tokio::test]
@@ -807,6 +821,57 @@ async fn alert_without_resource_label_is_400() {
         PROMETHEUS,
         "no target resource label",
     );
+}
+
+#[tokio::test]
+async fn alert_with_an_invalid_target_name_is_400_naming_the_label() {
+    let gw = Gateway::start().await;
+    for (labels, field) in [
+        (
+            json!({"alertname": "A", "namespace": "Prod", "pod": "api-1"}),
+            "labels.namespace",
+        ),
+        (
+            json!({"alertname": "A", "namespace": "prod", "pod": "api-1",
+                   "exported_namespace": "prod_eu"}),
+            "labels.exported_namespace",
+        ),
+        (
+            json!({"alertname": "A", "namespace": "prod", "service": "Payment API"}),
+            "labels.service",
+        ),
+    ] {
+        let reply = gw.post(PROMETHEUS, &webhook(vec![alert(labels)])).await;
+        assert_bad_request(&reply, "validation-error", PROMETHEUS, field);
+    }
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn batch_with_an_invalid_target_name_is_207_with_that_alert_rejected() {
+    let gw = Gateway::start().await;
+    let batch = webhook(vec![
+        alert(pod_labels("api-1")),
+        alert(json!({"alertname": "A", "namespace": "prod", "pod": "API-2"})),
+    ]);
+    let reply = gw.post(PROMETHEUS, &batch).await;
+    assert_eq!(reply.status, StatusCode::MULTI_STATUS);
+    let body = reply.json();
+    assert_eq!(
+        body["summary"],
+        json!({"total": 2, "created": 1, "deduplicated": 0, "rejected": 1, "failed": 0})
+    );
+    assert_eq!(body["results"][0]["status"], "created", "{body}");
+    let rejected = &body["results"][1];
+    assert_eq!(rejected["status"], "rejected", "{rejected}");
+    assert!(
+        rejected["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid labels.pod"),
+        "{rejected}"
+    );
+    assert_eq!(gw.processor.seen().len(), 1);
 }
 
 #[tokio::test]

@@ -109,6 +109,43 @@ fn alertmanager_resolved_escaped_and_truncated_groups() {
 }
 
 #[test]
+fn alertmanager_exported_namespace_wins_over_the_exporters_namespace() {
+    // kube-state-metrics scraped without honor_labels: `namespace` is kube-state-metrics' own.
+    let s = alerts("exported_namespace_wins.json")
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert_eq!(s.labels["namespace"], "monitoring");
+    assert_eq!(s.resource.namespace.as_deref(), Some("shop"));
+    assert_eq!(
+        s.fingerprint,
+        Fingerprint::of(None, "shop", "Deployment", "checkout")
+    );
+}
+
+#[test]
+fn alertmanager_invalid_target_names_reject_only_their_alerts() {
+    let all = alerts("invalid_target_names.json").unwrap();
+    let fields: Vec<_> = all
+        .iter()
+        .map(|r| match r {
+            Ok(s) => Ok(s.resource.name.as_str()),
+            Err(Rejection::InvalidField { field, .. }) => Err(*field),
+            Err(other) => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            Ok("frontend"),
+            Err("labels.service"),
+            Err("labels.namespace"),
+            Err("labels.node"),
+        ]
+    );
+}
+
+#[test]
 fn alertmanager_rejections() {
     assert_eq!(
         alerts("missing_alertname.json").unwrap(),
