@@ -687,6 +687,36 @@ async fn fingerprint_follows_the_target_resource_rules() {
 }
 
 #[tokio::test]
+async fn target_hints_override_the_resource_labels() {
+    let gw = Gateway::start().await;
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert(json!({
+                "alertname": "RolloutDegraded", "pod": "argo-rollouts-5c9f7d8b6-t7k2m",
+                "namespace": "argo-rollouts", "target_kind": "Rollout",
+                "target_name": "checkout", "target_namespace": "shop"
+            }))]),
+        )
+        .await;
+    assert_created(&reply, "shop:Rollout:checkout");
+    let seen = gw.processor.seen();
+    assert_eq!(seen[0].resource.kind, "Rollout");
+    assert_eq!(seen[0].resource.name, "checkout");
+
+    // A kind without a name is no hint: the pod label names the target.
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert(json!({
+                "alertname": "A", "pod": "api-0", "namespace": "prod", "target_kind": "Rollout"
+            }))]),
+        )
+        .await;
+    assert_created(&reply, "prod:Pod:api-0");
+}
+
+#[tokio::test]
 async fn batch_with_a_rejected_alert_is_207_with_results_and_summary() {
     let gw = Gateway::start().await;
     let batch = webhook(vec![
@@ -839,6 +869,10 @@ async fn alert_with_an_invalid_target_name_is_400_naming_the_label() {
         (
             json!({"alertname": "A", "namespace": "prod", "service": "Payment API"}),
             "labels.service",
+        ),
+        (
+            json!({"alertname": "A", "target_kind": "apps/Deployment", "target_name": "api"}),
+            "labels.target_kind",
         ),
     ] {
         let reply = gw.post(PROMETHEUS, &webhook(vec![alert(labels)])).await;

@@ -146,6 +146,21 @@ fn alertmanager_invalid_target_names_reject_only_their_alerts() {
 }
 
 #[test]
+fn alertmanager_target_hints_override_the_resource_labels() {
+    // An Argo Rollouts alert: `pod` is the controller's own pod, the hint names the Rollout.
+    let s = alerts("target_hints.json").unwrap().remove(0).unwrap();
+    assert_eq!(
+        (s.resource.kind.as_str(), s.resource.name.as_str()),
+        ("Rollout", "checkout")
+    );
+    assert_eq!(s.resource.namespace.as_deref(), Some("shop"));
+    assert_eq!(
+        s.fingerprint,
+        Fingerprint::of(None, "shop", "Rollout", "checkout")
+    );
+}
+
+#[test]
 fn alertmanager_rejections() {
     assert_eq!(
         alerts("missing_alertname.json").unwrap(),

@@ -9,7 +9,8 @@
 //!
 //! Per alert: name = `labels.alertname` (required), severity = `labels.severity` verbatim else
 //! `"unknown"`, labels and annotations = the alert's merged over the common ones, target
-//! resource from the first of [`RESOURCE_LABELS`] and its namespace from the first of
+//! resource from the hint labels [`TARGET_KIND_LABEL`] and [`TARGET_NAME_LABEL`] when both are
+//! present, else from the first of [`RESOURCE_LABELS`], its namespace from the first of
 //! [`NAMESPACE_LABELS`], firing time = `startsAt`. All label lookups read the merged labels, so
 //! a `cluster` or `namespace` that only appears in `commonLabels` still counts. Labels with
 //! empty values are treated as absent (Prometheus drops them).
@@ -41,12 +42,22 @@ pub const RESOURCE_LABELS: [(&str, &str, &str); 6] = [
     ("service", "labels.service", "Service"),
 ];
 
+/// The label an alert rule sets to name its target's kind explicitly (`Deployment`, `Rollout`,
+/// `PersistentVolume`...), overriding [`RESOURCE_LABELS`]. It counts only together with
+/// [`TARGET_NAME_LABEL`]: one without the other is ignored, and the target is inferred as if
+/// neither were there, so a half-written rule still reaches the resource its usual labels name.
+pub const TARGET_KIND_LABEL: &str = "target_kind";
+/// The label that names the target's object name explicitly; see [`TARGET_KIND_LABEL`].
+pub const TARGET_NAME_LABEL: &str = "target_name";
+
 /// Labels that name the target's namespace, in precedence order: (label, its path as a
-/// rejection names it). `exported_namespace` comes first: when Prometheus scrapes an exporter
+/// rejection names it). `target_namespace` is the explicit hint, and counts with or without a
+/// kind and name hint. `exported_namespace` comes next: when Prometheus scrapes an exporter
 /// (kube-state-metrics) or a federated Prometheus without `honor_labels`, `namespace` is the
 /// namespace of the exporter's own target and the original label is kept as
 /// `exported_namespace`; an alert only carries it in that case.
-pub const NAMESPACE_LABELS: [(&str, &str); 2] = [
+pub const NAMESPACE_LABELS: [(&str, &str); 3] = [
+    ("target_namespace", "labels.target_namespace"),
     ("exported_namespace", "labels.exported_namespace"),
     ("namespace", "labels.namespace"),
 ];
@@ -264,12 +275,15 @@ struct Target<'l> {
 
 impl<'l> Target<'l> {
     fn of(labels: &'l BTreeMap<String, String>) -> Result<Self, Rejection> {
-        let (name, field, kind) = RESOURCE_LABELS
-            .iter()
-            .find_map(|&(label, field, kind)| {
-                Some((first_non_empty(labels, &[label])?, field, kind))
-            })
-            .ok_or(Rejection::NoTargetResource)?;
+        let (name, field, kind) = match Self::hint(labels)? {
+            Some(hinted) => hinted,
+            None => RESOURCE_LABELS
+                .iter()
+                .find_map(|&(label, field, kind)| {
+                    Some((first_non_empty(labels, &[label])?, field, kind))
+                })
+                .ok_or(Rejection::NoTargetResource)?,
+        };
         target::check_name(name, field)?;
         // A cluster-scoped kind has no namespace: a namespace label on a node alert is the
         // exporter's, not the node's, so it is ignored (and not checked).
@@ -289,6 +303,20 @@ impl<'l> Target<'l> {
             name,
             namespace,
         })
+    }
+
+    /// The explicit target, when both hint labels are present: (name, its field, kind), the
+    /// kind already checked.
+    fn hint(
+        labels: &'l BTreeMap<String, String>,
+    ) -> Result<Option<(&'l str, &'static str, &'l str)>, Rejection> {
+        let kind = first_non_empty(labels, &[TARGET_KIND_LABEL]);
+        let name = first_non_empty(labels, &[TARGET_NAME_LABEL]);
+        let (Some(kind), Some(name)) = (kind, name) else {
+            return Ok(None);
+        };
+        target::check_kind(kind, "labels.target_kind")?;
+        Ok(Some((name, "labels.target_name", kind)))
     }
 }
 
@@ -664,6 +692,145 @@ mod tests {
         );
     }
 
+    // ---- explicit target hints ----
+
+    /// `base` with `extra`'s labels added.
+    fn with(base: Value, extra: &Value) -> Value {
+        let mut labels = base;
+        labels
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        labels
+    }
+
+    #[test]
+    fn target_kind_and_name_override_the_resource_labels() {
+        let s = one(&webhook(vec![alert(json!({
+            "alertname": "RolloutStuck", "pod": "checkout-6f7d9-abcde", "namespace": "shop",
+            "target_kind": "Rollout", "target_name": "checkout"
+        }))]))
+        .unwrap();
+        assert_eq!(
+            s.resource,
+            ResourceRef {
+                kind: "Rollout".into(),
+                name: "checkout".into(),
+                namespace: Some("shop".into()),
+                api_version: None,
+            }
+        );
+        assert_eq!(
+            s.fingerprint,
+            Fingerprint::of(None, "shop", "Rollout", "checkout")
+        );
+        // Without any resource label too; namespaced by default.
+        let s = one(&webhook(vec![alert(json!({
+            "alertname": "A", "target_kind": "Deployment", "target_name": "api"
+        }))]))
+        .unwrap();
+        assert_eq!(
+            s.fingerprint,
+            Fingerprint::of(None, "default", "Deployment", "api")
+        );
+    }
+
+    #[test]
+    fn a_hinted_cluster_scoped_kind_has_no_namespace() {
+        let s = one(&webhook(vec![alert(json!({
+            "alertname": "KubePersistentVolumeErrors", "namespace": "monitoring",
+            "target_namespace": "shop", "target_kind": "PersistentVolume",
+            "target_name": "pvc-0a1b2c3d"
+        }))]))
+        .unwrap();
+        assert_eq!(s.resource.namespace, None);
+        assert_eq!(
+            s.fingerprint,
+            Fingerprint::of(None, "", "PersistentVolume", "pvc-0a1b2c3d")
+        );
+    }
+
+    #[test]
+    fn a_lone_kind_or_name_hint_is_ignored() {
+        for lone in [
+            json!({"target_kind": "Deployment"}),
+            json!({"target_name": "api"}),
+            json!({"target_kind": "Deployment", "target_name": ""}),
+            // Ignored means not checked either.
+            json!({"target_kind": "not a kind"}),
+        ] {
+            let labels = with(
+                json!({"alertname": "A", "pod": "api-0", "namespace": "shop"}),
+                &lone,
+            );
+            let s = one(&webhook(vec![alert(labels)])).unwrap();
+            assert_eq!(
+                s.fingerprint,
+                Fingerprint::of(None, "shop", "Pod", "api-0"),
+                "{lone}"
+            );
+            // With no resource label to fall back on, there is no target.
+            let labels = with(json!({"alertname": "A"}), &lone);
+            assert_eq!(
+                one(&webhook(vec![alert(labels)])),
+                Err(Rejection::NoTargetResource),
+                "{lone}"
+            );
+        }
+    }
+
+    #[test]
+    fn target_namespace_comes_first() {
+        let ns = |labels: Value| {
+            one(&webhook(vec![alert(labels)]))
+                .unwrap()
+                .resource
+                .namespace
+        };
+        assert_eq!(
+            ns(
+                json!({"alertname": "A", "target_kind": "Deployment", "target_name": "api",
+                      "target_namespace": "shop", "exported_namespace": "b", "namespace": "c"})
+            ),
+            Some("shop".into())
+        );
+        // It names the namespace of an inferred target too.
+        assert_eq!(
+            ns(
+                json!({"alertname": "A", "pod": "api-0", "target_namespace": "shop",
+                      "namespace": "monitoring"})
+            ),
+            Some("shop".into())
+        );
+    }
+
+    #[test]
+    fn hints_are_validated_and_the_rejection_names_the_label() {
+        for (hints, field) in [
+            (
+                json!({"target_kind": "apps/v1.Deployment", "target_name": "api"}),
+                "labels.target_kind",
+            ),
+            (
+                json!({"target_kind": "Deployment", "target_name": "API"}),
+                "labels.target_name",
+            ),
+            (
+                json!({"target_kind": "Deployment", "target_name": "api",
+                       "target_namespace": "Shop"}),
+                "labels.target_namespace",
+            ),
+            (
+                json!({"pod": "api-0", "target_namespace": "-"}),
+                "labels.target_namespace",
+            ),
+        ] {
+            let labels = with(json!({"alertname": "A", "namespace": "shop"}), &hints);
+            let r = one(&webhook(vec![alert(labels)]));
+            assert_eq!(invalid_field(r), field, "{hints}");
+        }
+    }
+
     #[test]
     fn node_is_cluster_scoped() {
         let s = one(&webhook(vec![alert(
@@ -981,7 +1148,8 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let identifying = ["alertname", "pod", "deployment", "statefulset", "daemonset",
-                               "node", "service", "namespace", "exported_namespace", "cluster"];
+                               "node", "service", "namespace", "exported_namespace", "cluster",
+                               "target_kind", "target_name", "target_namespace"];
             let mut pairs: Vec<(String, String)> = extra
                 .into_iter()
                 .filter(|(k, _)| !identifying.contains(&k.as_str()))
