@@ -932,6 +932,30 @@ async fn event_missing_a_required_field_is_400() {
     assert!(gw.processor.seen().is_empty());
 }
 
+#[tokio::test]
+async fn event_with_an_invalid_target_name_is_400_naming_the_field() {
+    let gw = Gateway::start().await;
+    for (path, value, field) in [
+        (["involvedObject", "name"], "API-1", "involvedObject.name"),
+        (
+            ["involvedObject", "kind"],
+            "apps/v1.Deployment",
+            "involvedObject.kind",
+        ),
+        (
+            ["involvedObject", "namespace"],
+            "Prod",
+            "involvedObject.namespace",
+        ),
+    ] {
+        let mut e = event("api-1");
+        e[path[0]][path[1]] = json!(value);
+        let reply = gw.post(EVENT, &e).await;
+        assert_bad_request(&reply, "validation-error", EVENT, field);
+    }
+    assert!(gw.processor.seen().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 400: freshness (replay guard)
 // ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 //! A core/v1 Event (DESIGN.md §2).
 //!
 //! `type` must be `Warning` or `Error`; `reason`, `involvedObject.kind` and
-//! `involvedObject.name` are required. Name = `reason`, severity = `type`, resource =
-//! `involvedObject`, firing time = `firstTimestamp` (else `lastTimestamp`).
+//! `involvedObject.name` are required and the target must be named as Kubernetes names things.
+//! Name = `reason`, severity = `type`, resource = `involvedObject`, firing time =
+//! `firstTimestamp` (else `lastTimestamp`).
 //!
 //! The body is parsed once by simd-json into a borrowed DOM, which serves twice: the typed view
 //! the rules read is deserialised from it (strings still borrowed from the body), and `raw` is
@@ -20,9 +21,7 @@ use super::wire::Str;
 use crate::fingerprint::Fingerprint;
 use crate::ingest::freshness::{self, check_not_future, check_not_stale};
 use crate::ingest::target;
-use crate::ingest::{
-    RESOURCE_KIND_MAX_CHARS, RESOURCE_NAME_MAX_CHARS, Rejection, SIGNAL_NAME_MAX_CHARS, Signal,
-};
+use crate::ingest::{Rejection, SIGNAL_NAME_MAX_CHARS, Signal};
 use crate::k8s::types::{ResourceRef, SignalSource, truncate_chars};
 
 /// The fields of a core/v1 Event the gateway reads. Declared types are checked: a wrongly
@@ -76,6 +75,10 @@ struct EventSource<'a> {
     host: Option<Str<'a>>,
 }
 
+/// The namespace of a namespaced target when neither the object reference nor the Event names
+/// one.
+const DEFAULT_NAMESPACE: &str = "default";
+
 /// Label and annotation keys the signal carries, the same the kubernaut Gateway writes, so the
 /// remediation orchestrator can select Event-born RRs as it does today.
 const LABEL_EVENT_SOURCE: &str = "kubernaut.io/event-source";
@@ -94,7 +97,9 @@ const ANNOTATION_LAST_TIMESTAMP: &str = "kubernaut.io/last-timestamp";
 /// most [`freshness::MAX_AGE`] old and at most [`freshness::MAX_FUTURE`] ahead.
 ///
 /// Namespace of the resource: `involvedObject.namespace`, else the Event's
-/// `metadata.namespace`, else `default`; none for [`target::CLUSTER_SCOPED_KINDS`].
+/// `metadata.namespace`, else `default`; none for [`target::CLUSTER_SCOPED_KINDS`]. The kind,
+/// the name and the namespace used must be Kubernetes names ([`target`]); a rejection names the
+/// field that is not (`involvedObject.name`...).
 pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
     let malformed = |e: simd_json::Error| Rejection::MalformedJson(e.to_string());
     let dom = super::wire::with_simd_buffers(|buffers| {
@@ -115,18 +120,8 @@ pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
     let name = object
         .and_then(|o| non_empty(&o.name))
         .ok_or(Rejection::MissingField("involvedObject.name"))?;
-    if kind.chars().count() > RESOURCE_KIND_MAX_CHARS {
-        return Err(Rejection::InvalidField {
-            field: "involvedObject.kind",
-            reason: "longer than 63 characters",
-        });
-    }
-    if name.chars().count() > RESOURCE_NAME_MAX_CHARS {
-        return Err(Rejection::InvalidField {
-            field: "involvedObject.name",
-            reason: "longer than a Kubernetes object name may be (253 characters)",
-        });
-    }
+    target::check_kind(kind, "involvedObject.kind")?;
+    target::check_name(name, "involvedObject.name")?;
 
     let first = freshness::parse_rfc3339(event.first_timestamp.as_deref(), "firstTimestamp")?;
     let last = freshness::parse_rfc3339(event.last_timestamp.as_deref(), "lastTimestamp")?;
@@ -137,17 +132,25 @@ pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
     check_not_future(newest, now, "event timestamp")?;
     let firing_time = first.or(last).unwrap_or(newest);
 
-    let namespace = (!target::is_cluster_scoped(kind)).then(|| {
-        object
+    let namespace = if target::is_cluster_scoped(kind) {
+        None
+    } else {
+        let given = object
             .and_then(|o| non_empty(&o.namespace))
+            .map(|ns| (ns, "involvedObject.namespace"))
             .or_else(|| {
-                event
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| non_empty(&m.namespace))
-            })
-            .unwrap_or("default")
-    });
+                let meta = event.metadata.as_ref();
+                meta.and_then(|m| non_empty(&m.namespace))
+                    .map(|ns| (ns, "metadata.namespace"))
+            });
+        match given {
+            Some((namespace, field)) => {
+                target::check_namespace(namespace, field)?;
+                Some(namespace)
+            }
+            None => Some(DEFAULT_NAMESPACE),
+        }
+    };
     let fingerprint = Fingerprint::of(None, namespace.unwrap_or(""), kind, name);
 
     let mut labels = BTreeMap::new();
@@ -397,6 +400,14 @@ mod tests {
         );
     }
 
+    /// The field a rejection names, when it is an invalid field.
+    fn invalid_field(r: Result<Signal, Rejection>) -> &'static str {
+        match r {
+            Err(Rejection::InvalidField { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
     #[test]
     fn long_values() {
         let mut e = event();
@@ -404,10 +415,50 @@ mod tests {
         assert_eq!(run(&e).unwrap().name.len(), SIGNAL_NAME_MAX_CHARS);
         let mut e = event();
         e["involvedObject"]["name"] = json!("n".repeat(254));
-        assert!(matches!(run(&e), Err(Rejection::InvalidField { .. })));
+        assert_eq!(invalid_field(run(&e)), "involvedObject.name");
         let mut e = event();
         e["involvedObject"]["kind"] = json!("K".repeat(64));
-        assert!(matches!(run(&e), Err(Rejection::InvalidField { .. })));
+        assert_eq!(invalid_field(run(&e)), "involvedObject.kind");
+    }
+
+    #[test]
+    fn the_target_must_be_named_as_kubernetes_names_things() {
+        for (path, value, field) in [
+            (
+                &["involvedObject", "name"][..],
+                "Api-0",
+                "involvedObject.name",
+            ),
+            (&["involvedObject", "name"], "api_0", "involvedObject.name"),
+            (
+                &["involvedObject", "kind"],
+                "apps/v1 Pod",
+                "involvedObject.kind",
+            ),
+            (&["involvedObject", "kind"], "9Pod", "involvedObject.kind"),
+            (
+                &["involvedObject", "namespace"],
+                "Prod",
+                "involvedObject.namespace",
+            ),
+        ] {
+            let mut e = event();
+            e[path[0]][path[1]] = json!(value);
+            assert_eq!(invalid_field(run(&e)), field, "{value:?}");
+        }
+        // A namespace taken from the Event's metadata is named so.
+        let mut e = without(event(), &["involvedObject", "namespace"]);
+        e["metadata"]["namespace"] = json!("prod.eu");
+        assert_eq!(invalid_field(run(&e)), "metadata.namespace");
+        // The metadata namespace is not read, nor checked, when the object names its own...
+        let mut e = event();
+        e["metadata"]["namespace"] = json!("Not_Used");
+        assert!(run(&e).is_ok());
+        // ...nor for a cluster-scoped kind.
+        let mut e = event();
+        e["involvedObject"] = json!({"kind": "Node", "name": "worker-1", "namespace": "X_"});
+        e["metadata"]["namespace"] = json!("default");
+        assert_eq!(run(&e).unwrap().resource.namespace, None);
     }
 
     fn at(d: SignedDuration) -> String {
