@@ -475,6 +475,45 @@ fn event(pod: &str) -> Value {
     })
 }
 
+/// kube-scheduler's `FailedScheduling` about `ml/<pod>` as the `events.k8s.io/v1` recorder
+/// writes it, read through core/v1: `firstTimestamp`/`lastTimestamp` null, no `count`, first
+/// observed (`eventTime`, microseconds) 100 s before [`now`], and a `series` of `count`
+/// observations, the last `last_observed_ago` before [`now`].
+fn scheduler_event(pod: &str, count: i64, last_observed_ago: SignedDuration) -> Value {
+    let micros = SignedDuration::from_micros(412_345);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("{pod}.1898b5c4d7ff5ea8"),
+            "namespace": "ml",
+            "uid": "3d1f6b2a-8c4e-4f7a-9b0d-2e5c7a9f1b3d",
+            "resourceVersion": "9912301",
+            "creationTimestamp": (now() - secs(100)).to_string()
+        },
+        "involvedObject": {
+            "kind": "Pod", "namespace": "ml", "name": pod,
+            "uid": "7a9c1e3f-5b2d-4c6e-8f0a-1b3d5f7a9c2e", "apiVersion": "v1",
+            "resourceVersion": "771302"
+        },
+        "reason": "FailedScheduling",
+        "message": "0/6 nodes are available: 3 Insufficient nvidia.com/gpu, 3 node(s) had \
+                    untolerated taint {node-role.kubernetes.io/control-plane: }.",
+        "source": {},
+        "firstTimestamp": null,
+        "lastTimestamp": null,
+        "type": "Warning",
+        "eventTime": (now() - secs(100) + micros).to_string(),
+        "series": {
+            "count": count,
+            "lastObservedTime": (now() - last_observed_ago + micros).to_string()
+        },
+        "action": "Scheduling",
+        "reportingComponent": "default-scheduler",
+        "reportingInstance": "default-scheduler-control-plane-1"
+    })
+}
+
 fn remove(mut v: Value, path: &[&str]) -> Value {
     let (last, parents) = path.split_last().unwrap();
     let mut cur = &mut v;
@@ -626,6 +665,58 @@ async fn event_is_created_201_then_duplicate_202() {
         body["metadata"]["remediationRequestRef"],
         format!("{RR_NAMESPACE}/{}", FakeProcessor::rr_name(&fingerprint))
     );
+}
+
+#[tokio::test]
+async fn events_v1_scheduler_event_is_created_201_then_duplicate_202() {
+    let gw = Gateway::start().await;
+    let e = scheduler_event("trainer-1", 4, secs(20));
+    assert!(
+        e["eventTime"].as_str().unwrap().ends_with(".412345Z"),
+        "{e}"
+    );
+    let reply = gw.post(EVENT, &e).await;
+    let fingerprint = assert_created(&reply, "ml:Pod:trainer-1");
+    let seen = gw.processor.seen();
+    assert_eq!(seen[0].name, "FailedScheduling");
+    assert_eq!(seen[0].severity, "Warning");
+    // The firing time is eventTime, to the microsecond; the count is series.count.
+    assert_eq!(
+        seen[0].firing_time,
+        now() - secs(100) + SignedDuration::from_micros(412_345)
+    );
+    assert_eq!(seen[0].annotations["kubernaut.io/event-count"], "4");
+
+    // The scheduler retries and updates the series: a duplicate of the same RR.
+    let reply = gw
+        .post(EVENT, &scheduler_event("trainer-1", 5, secs(1)))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let body = reply.json();
+    assert_eq!(body["fingerprint"], fingerprint, "{body}");
+    assert_eq!(body["metadata"]["count"], 2, "{body}");
+}
+
+#[tokio::test]
+async fn events_v1_freshness_is_the_newest_timestamp() {
+    let gw = Gateway::start().await;
+    // First observed an hour ago, last observed 4 min 59 s ago: fresh by the series alone.
+    let mut e = scheduler_event("trainer-2", 9, secs(299));
+    e["eventTime"] = json!((now() - secs(3600)).to_string());
+    let reply = gw.post(EVENT, &e).await;
+    assert_created(&reply, "ml:Pod:trainer-2");
+    assert_eq!(gw.processor.seen()[0].firing_time, now() - secs(3600));
+    // Every timestamp older than 5 min: stale.
+    let mut stale = scheduler_event("trainer-3", 9, secs(301));
+    stale["eventTime"] = json!((now() - secs(3600)).to_string());
+    let reply = gw.post(EVENT, &stale).await;
+    assert_bad_request(&reply, "stale-signal", EVENT, "5 minutes old");
+    // Neither eventTime nor series: no timestamp at all.
+    let mut bare = scheduler_event("trainer-4", 1, secs(0));
+    bare["eventTime"] = Value::Null;
+    bare["series"] = Value::Null;
+    let reply = gw.post(EVENT, &bare).await;
+    assert_bad_request(&reply, "stale-signal", EVENT, "no timestamp");
 }
 
 #[tokio::test]
@@ -1082,13 +1173,13 @@ async fn event_without_timestamps_is_400() {
         &["firstTimestamp"],
     );
     let reply = gw.post(EVENT, &e).await;
-    assert_bad_request(&reply, "stale-signal", EVENT, "neither lastTimestamp");
+    assert_bad_request(&reply, "stale-signal", EVENT, "no timestamp");
     // Go's zero time means "not set".
     let mut e = event("api-1");
     e["firstTimestamp"] = json!("0001-01-01T00:00:00Z");
     e["lastTimestamp"] = json!("0001-01-01T00:00:00Z");
     let reply = gw.post(EVENT, &e).await;
-    assert_bad_request(&reply, "stale-signal", EVENT, "neither lastTimestamp");
+    assert_bad_request(&reply, "stale-signal", EVENT, "no timestamp");
 }
 
 #[tokio::test]

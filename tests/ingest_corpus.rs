@@ -202,11 +202,33 @@ fn events_accepted() {
     assert_eq!(s.severity, "Error");
     assert_eq!(s.resource.api_version.as_deref(), Some("apps/v1"));
 
+    // No firstTimestamp: the firing time is eventTime, the first observation.
     let s = event("series_no_first_timestamp.json").unwrap();
-    assert_eq!(s.firing_time, "2026-03-01T11:59:50Z".parse().unwrap());
+    assert_eq!(s.firing_time, "2026-03-01T11:50:00Z".parse().unwrap());
 
     let s = event("namespace_from_metadata.json").unwrap();
     assert_eq!(s.resource.namespace.as_deref(), Some("web"));
+}
+
+#[test]
+fn events_from_the_events_v1_recorder_are_accepted() {
+    // kube-scheduler: firstTimestamp and lastTimestamp null, eventTime and series instead.
+    let s = event("events_v1_failed_scheduling.json").unwrap();
+    assert_eq!(s.name, "FailedScheduling");
+    assert_eq!(
+        s.fingerprint,
+        Fingerprint::of(None, "ml", "Pod", "trainer-1")
+    );
+    assert_eq!(
+        s.firing_time,
+        "2026-03-01T11:58:30.412345Z".parse().unwrap()
+    );
+    assert_eq!(s.annotations["kubernaut.io/event-count"], "4");
+    // Fresh by series.lastObservedTime (11:59:41.998877) alone: 5 min after it still passes,
+    // though eventTime is by then more than 6 min old.
+    let mut body = seed("kubernetes_event", "events_v1_failed_scheduling.json");
+    let later = "2026-03-01T12:04:41.998877Z".parse().unwrap();
+    assert!(kubernetes_event::parse(&mut body, later).is_ok());
 }
 
 #[test]

@@ -48,7 +48,8 @@ pub struct Signal {
     pub labels: BTreeMap<String, String>,
     /// Alert annotations merged over the common annotations (alert wins).
     pub annotations: BTreeMap<String, String>,
-    /// When the source says the problem started (`startsAt`, `firstTimestamp`).
+    /// When the source says the problem started (`startsAt`; `firstTimestamp`, else
+    /// `eventTime`).
     pub firing_time: Timestamp,
     /// The raw alert or event as JSON text, for `spec.originalPayload` (capped there).
     pub raw: String,
