@@ -11,7 +11,8 @@
 //! - [`processor`]: the seam between the HTTP layer and deduplication.
 //! - [`dedup`]: the create-or-count engine with group commit, the RR builder, the watch.
 //! - [`storm`]: the storm rule, the coalescing queue, and how storm status is written.
-//! - [`ingest`]: wire formats ([`ingest::adapters`]) into [`ingest::Signal`]s.
+//! - [`ingest`]: wire formats ([`ingest::adapters`]) into [`ingest::Signal`]s, with the
+//!   target-name rules ([`ingest::target`]) and the replay guard.
 //! - [`index`]: the watch-fed fingerprint index and the deterministic RR names.
 //! - [`k8s`]: RR types, the deduplication history in their status, Kubernetes calls with
 //!   deadlines, circuit breaker.

@@ -475,6 +475,45 @@ fn event(pod: &str) -> Value {
     })
 }
 
+/// kube-scheduler's `FailedScheduling` about `ml/<pod>` as the `events.k8s.io/v1` recorder
+/// writes it, read through core/v1: `firstTimestamp`/`lastTimestamp` null, no `count`, first
+/// observed (`eventTime`, microseconds) 100 s before [`now`], and a `series` of `count`
+/// observations, the last `last_observed_ago` before [`now`].
+fn scheduler_event(pod: &str, count: i64, last_observed_ago: SignedDuration) -> Value {
+    let micros = SignedDuration::from_micros(412_345);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("{pod}.1898b5c4d7ff5ea8"),
+            "namespace": "ml",
+            "uid": "3d1f6b2a-8c4e-4f7a-9b0d-2e5c7a9f1b3d",
+            "resourceVersion": "9912301",
+            "creationTimestamp": (now() - secs(100)).to_string()
+        },
+        "involvedObject": {
+            "kind": "Pod", "namespace": "ml", "name": pod,
+            "uid": "7a9c1e3f-5b2d-4c6e-8f0a-1b3d5f7a9c2e", "apiVersion": "v1",
+            "resourceVersion": "771302"
+        },
+        "reason": "FailedScheduling",
+        "message": "0/6 nodes are available: 3 Insufficient nvidia.com/gpu, 3 node(s) had \
+                    untolerated taint {node-role.kubernetes.io/control-plane: }.",
+        "source": {},
+        "firstTimestamp": null,
+        "lastTimestamp": null,
+        "type": "Warning",
+        "eventTime": (now() - secs(100) + micros).to_string(),
+        "series": {
+            "count": count,
+            "lastObservedTime": (now() - last_observed_ago + micros).to_string()
+        },
+        "action": "Scheduling",
+        "reportingComponent": "default-scheduler",
+        "reportingInstance": "default-scheduler-control-plane-1"
+    })
+}
+
 fn remove(mut v: Value, path: &[&str]) -> Value {
     let (last, parents) = path.split_last().unwrap();
     let mut cur = &mut v;
@@ -629,6 +668,58 @@ async fn event_is_created_201_then_duplicate_202() {
 }
 
 #[tokio::test]
+async fn events_v1_scheduler_event_is_created_201_then_duplicate_202() {
+    let gw = Gateway::start().await;
+    let e = scheduler_event("trainer-1", 4, secs(20));
+    assert!(
+        e["eventTime"].as_str().unwrap().ends_with(".412345Z"),
+        "{e}"
+    );
+    let reply = gw.post(EVENT, &e).await;
+    let fingerprint = assert_created(&reply, "ml:Pod:trainer-1");
+    let seen = gw.processor.seen();
+    assert_eq!(seen[0].name, "FailedScheduling");
+    assert_eq!(seen[0].severity, "Warning");
+    // The firing time is eventTime, to the microsecond; the count is series.count.
+    assert_eq!(
+        seen[0].firing_time,
+        now() - secs(100) + SignedDuration::from_micros(412_345)
+    );
+    assert_eq!(seen[0].annotations["kubernaut.io/event-count"], "4");
+
+    // The scheduler retries and updates the series: a duplicate of the same RR.
+    let reply = gw
+        .post(EVENT, &scheduler_event("trainer-1", 5, secs(1)))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let body = reply.json();
+    assert_eq!(body["fingerprint"], fingerprint, "{body}");
+    assert_eq!(body["metadata"]["count"], 2, "{body}");
+}
+
+#[tokio::test]
+async fn events_v1_freshness_is_the_newest_timestamp() {
+    let gw = Gateway::start().await;
+    // First observed an hour ago, last observed 4 min 59 s ago: fresh by the series alone.
+    let mut e = scheduler_event("trainer-2", 9, secs(299));
+    e["eventTime"] = json!((now() - secs(3600)).to_string());
+    let reply = gw.post(EVENT, &e).await;
+    assert_created(&reply, "ml:Pod:trainer-2");
+    assert_eq!(gw.processor.seen()[0].firing_time, now() - secs(3600));
+    // Every timestamp older than 5 min: stale.
+    let mut stale = scheduler_event("trainer-3", 9, secs(301));
+    stale["eventTime"] = json!((now() - secs(3600)).to_string());
+    let reply = gw.post(EVENT, &stale).await;
+    assert_bad_request(&reply, "stale-signal", EVENT, "5 minutes old");
+    // Neither eventTime nor series: no timestamp at all.
+    let mut bare = scheduler_event("trainer-4", 1, secs(0));
+    bare["eventTime"] = Value::Null;
+    bare["series"] = Value::Null;
+    let reply = gw.post(EVENT, &bare).await;
+    assert_bad_request(&reply, "stale-signal", EVENT, "no timestamp");
+}
+
+#[tokio::test]
 async fn fingerprint_follows_the_target_resource_rules() {
     let gw = Gateway::start().await;
     // The alert name is not part of the fingerprint: another alert about the same pod is a
@@ -670,6 +761,50 @@ async fn fingerprint_follows_the_target_resource_rules() {
         )
         .await;
     assert_created(&reply, "default:Service:frontend");
+
+    // `exported_namespace` before `namespace`: kube-state-metrics scraped without honor_labels
+    // puts its own namespace in `namespace`.
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert(json!({
+                "alertname": "KubeDeploymentReplicasMismatch", "deployment": "checkout",
+                "namespace": "monitoring", "exported_namespace": "shop",
+                "job": "kube-state-metrics"
+            }))]),
+        )
+        .await;
+    assert_created(&reply, "shop:Deployment:checkout");
+}
+
+#[tokio::test]
+async fn target_hints_override_the_resource_labels() {
+    let gw = Gateway::start().await;
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert(json!({
+                "alertname": "RolloutDegraded", "pod": "argo-rollouts-5c9f7d8b6-t7k2m",
+                "namespace": "argo-rollouts", "target_kind": "Rollout",
+                "target_name": "checkout", "target_namespace": "shop"
+            }))]),
+        )
+        .await;
+    assert_created(&reply, "shop:Rollout:checkout");
+    let seen = gw.processor.seen();
+    assert_eq!(seen[0].resource.kind, "Rollout");
+    assert_eq!(seen[0].resource.name, "checkout");
+
+    // A kind without a name is no hint: the pod label names the target.
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![alert(json!({
+                "alertname": "A", "pod": "api-0", "namespace": "prod", "target_kind": "Rollout"
+            }))]),
+        )
+        .await;
+    assert_created(&reply, "prod:Pod:api-0");
 }
 
 #[tokio::test]
@@ -810,6 +945,61 @@ async fn alert_without_resource_label_is_400() {
 }
 
 #[tokio::test]
+async fn alert_with_an_invalid_target_name_is_400_naming_the_label() {
+    let gw = Gateway::start().await;
+    for (labels, field) in [
+        (
+            json!({"alertname": "A", "namespace": "Prod", "pod": "api-1"}),
+            "labels.namespace",
+        ),
+        (
+            json!({"alertname": "A", "namespace": "prod", "pod": "api-1",
+                   "exported_namespace": "prod_eu"}),
+            "labels.exported_namespace",
+        ),
+        (
+            json!({"alertname": "A", "namespace": "prod", "service": "Payment API"}),
+            "labels.service",
+        ),
+        (
+            json!({"alertname": "A", "target_kind": "apps/Deployment", "target_name": "api"}),
+            "labels.target_kind",
+        ),
+    ] {
+        let reply = gw.post(PROMETHEUS, &webhook(vec![alert(labels)])).await;
+        assert_bad_request(&reply, "validation-error", PROMETHEUS, field);
+    }
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn batch_with_an_invalid_target_name_is_207_with_that_alert_rejected() {
+    let gw = Gateway::start().await;
+    let batch = webhook(vec![
+        alert(pod_labels("api-1")),
+        alert(json!({"alertname": "A", "namespace": "prod", "pod": "API-2"})),
+    ]);
+    let reply = gw.post(PROMETHEUS, &batch).await;
+    assert_eq!(reply.status, StatusCode::MULTI_STATUS);
+    let body = reply.json();
+    assert_eq!(
+        body["summary"],
+        json!({"total": 2, "created": 1, "deduplicated": 0, "rejected": 1, "failed": 0})
+    );
+    assert_eq!(body["results"][0]["status"], "created", "{body}");
+    let rejected = &body["results"][1];
+    assert_eq!(rejected["status"], "rejected", "{rejected}");
+    assert!(
+        rejected["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid labels.pod"),
+        "{rejected}"
+    );
+    assert_eq!(gw.processor.seen().len(), 1);
+}
+
+#[tokio::test]
 async fn normal_event_is_400() {
     let gw = Gateway::start().await;
     let mut e = event("api-1");
@@ -828,6 +1018,30 @@ async fn event_missing_a_required_field_is_400() {
         (&["involvedObject", "name"], "involvedObject.name"),
     ] {
         let reply = gw.post(EVENT, &remove(event("api-1"), path)).await;
+        assert_bad_request(&reply, "validation-error", EVENT, field);
+    }
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn event_with_an_invalid_target_name_is_400_naming_the_field() {
+    let gw = Gateway::start().await;
+    for (path, value, field) in [
+        (["involvedObject", "name"], "API-1", "involvedObject.name"),
+        (
+            ["involvedObject", "kind"],
+            "apps/v1.Deployment",
+            "involvedObject.kind",
+        ),
+        (
+            ["involvedObject", "namespace"],
+            "Prod",
+            "involvedObject.namespace",
+        ),
+    ] {
+        let mut e = event("api-1");
+        e[path[0]][path[1]] = json!(value);
+        let reply = gw.post(EVENT, &e).await;
         assert_bad_request(&reply, "validation-error", EVENT, field);
     }
     assert!(gw.processor.seen().is_empty());
@@ -959,13 +1173,13 @@ async fn event_without_timestamps_is_400() {
         &["firstTimestamp"],
     );
     let reply = gw.post(EVENT, &e).await;
-    assert_bad_request(&reply, "stale-signal", EVENT, "neither lastTimestamp");
+    assert_bad_request(&reply, "stale-signal", EVENT, "no timestamp");
     // Go's zero time means "not set".
     let mut e = event("api-1");
     e["firstTimestamp"] = json!("0001-01-01T00:00:00Z");
     e["lastTimestamp"] = json!("0001-01-01T00:00:00Z");
     let reply = gw.post(EVENT, &e).await;
-    assert_bad_request(&reply, "stale-signal", EVENT, "neither lastTimestamp");
+    assert_bad_request(&reply, "stale-signal", EVENT, "no timestamp");
 }
 
 #[tokio::test]

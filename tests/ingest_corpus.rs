@@ -109,6 +109,58 @@ fn alertmanager_resolved_escaped_and_truncated_groups() {
 }
 
 #[test]
+fn alertmanager_exported_namespace_wins_over_the_exporters_namespace() {
+    // kube-state-metrics scraped without honor_labels: `namespace` is kube-state-metrics' own.
+    let s = alerts("exported_namespace_wins.json")
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert_eq!(s.labels["namespace"], "monitoring");
+    assert_eq!(s.resource.namespace.as_deref(), Some("shop"));
+    assert_eq!(
+        s.fingerprint,
+        Fingerprint::of(None, "shop", "Deployment", "checkout")
+    );
+}
+
+#[test]
+fn alertmanager_invalid_target_names_reject_only_their_alerts() {
+    let all = alerts("invalid_target_names.json").unwrap();
+    let fields: Vec<_> = all
+        .iter()
+        .map(|r| match r {
+            Ok(s) => Ok(s.resource.name.as_str()),
+            Err(Rejection::InvalidField { field, .. }) => Err(*field),
+            Err(other) => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            Ok("frontend"),
+            Err("labels.service"),
+            Err("labels.namespace"),
+            Err("labels.node"),
+        ]
+    );
+}
+
+#[test]
+fn alertmanager_target_hints_override_the_resource_labels() {
+    // An Argo Rollouts alert: `pod` is the controller's own pod, the hint names the Rollout.
+    let s = alerts("target_hints.json").unwrap().remove(0).unwrap();
+    assert_eq!(
+        (s.resource.kind.as_str(), s.resource.name.as_str()),
+        ("Rollout", "checkout")
+    );
+    assert_eq!(s.resource.namespace.as_deref(), Some("shop"));
+    assert_eq!(
+        s.fingerprint,
+        Fingerprint::of(None, "shop", "Rollout", "checkout")
+    );
+}
+
+#[test]
 fn alertmanager_rejections() {
     assert_eq!(
         alerts("missing_alertname.json").unwrap(),
@@ -150,11 +202,33 @@ fn events_accepted() {
     assert_eq!(s.severity, "Error");
     assert_eq!(s.resource.api_version.as_deref(), Some("apps/v1"));
 
+    // No firstTimestamp: the firing time is eventTime, the first observation.
     let s = event("series_no_first_timestamp.json").unwrap();
-    assert_eq!(s.firing_time, "2026-03-01T11:59:50Z".parse().unwrap());
+    assert_eq!(s.firing_time, "2026-03-01T11:50:00Z".parse().unwrap());
 
     let s = event("namespace_from_metadata.json").unwrap();
     assert_eq!(s.resource.namespace.as_deref(), Some("web"));
+}
+
+#[test]
+fn events_from_the_events_v1_recorder_are_accepted() {
+    // kube-scheduler: firstTimestamp and lastTimestamp null, eventTime and series instead.
+    let s = event("events_v1_failed_scheduling.json").unwrap();
+    assert_eq!(s.name, "FailedScheduling");
+    assert_eq!(
+        s.fingerprint,
+        Fingerprint::of(None, "ml", "Pod", "trainer-1")
+    );
+    assert_eq!(
+        s.firing_time,
+        "2026-03-01T11:58:30.412345Z".parse().unwrap()
+    );
+    assert_eq!(s.annotations["kubernaut.io/event-count"], "4");
+    // Fresh by series.lastObservedTime (11:59:41.998877) alone: 5 min after it still passes,
+    // though eventTime is by then more than 6 min old.
+    let mut body = seed("kubernetes_event", "events_v1_failed_scheduling.json");
+    let later = "2026-03-01T12:04:41.998877Z".parse().unwrap();
+    assert!(kubernetes_event::parse(&mut body, later).is_ok());
 }
 
 #[test]

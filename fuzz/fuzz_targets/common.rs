@@ -67,16 +67,26 @@ pub fn check_signal(s: &Signal) {
         "severity {:?}",
         s.severity
     );
+    // The target's names, by the Kubernetes rules, read here independently of the adapters.
+    let kind = s.resource.kind.as_bytes();
     assert!(
-        (1..=63).contains(&chars(&s.resource.kind)),
+        (1..=63).contains(&kind.len())
+            && kind[0].is_ascii_alphabetic()
+            && kind.iter().all(u8::is_ascii_alphanumeric),
         "kind {:?}",
         s.resource.kind
     );
+    let name = &s.resource.name;
     assert!(
-        (1..=253).contains(&chars(&s.resource.name)),
-        "resource name {:?}",
-        s.resource.name
+        (1..=253).contains(&name.len()) && name.split('.').all(is_dns_label),
+        "resource name {name:?}"
     );
+    if let Some(namespace) = &s.resource.namespace {
+        assert!(
+            namespace.len() <= 63 && is_dns_label(namespace),
+            "namespace {namespace:?}"
+        );
+    }
     assert_eq!(
         s.fingerprint,
         Fingerprint::of(
@@ -92,4 +102,15 @@ pub fn check_signal(s: &Signal) {
         "raw is not JSON: {}",
         s.raw
     );
+}
+
+/// An RFC 1123 label's shape: lowercase letters, digits and `-`, starting and ending with a
+/// letter or digit (length checked by the caller).
+fn is_dns_label(part: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = part.as_bytes();
+    !bytes.is_empty()
+        && alnum(bytes[0])
+        && alnum(bytes[bytes.len() - 1])
+        && bytes.iter().all(|&b| alnum(b) || b == b'-')
 }

@@ -1,11 +1,13 @@
 //! Turning wire payloads into [`Signal`]s: one adapter per wire format, and the validation and
-//! freshness rules of DESIGN.md §2–3.
+//! freshness rules of DESIGN.md §2–3 ([`target`]: what a target resource may be called;
+//! [`freshness`]: the replay guard).
 //!
 //! Adapters parse with simd-json, which needs a mutable buffer: the HTTP layer hands them the
 //! request body it owns.
 
 pub mod adapters;
 pub mod freshness;
+pub mod target;
 
 use std::collections::BTreeMap;
 
@@ -46,7 +48,8 @@ pub struct Signal {
     pub labels: BTreeMap<String, String>,
     /// Alert annotations merged over the common annotations (alert wins).
     pub annotations: BTreeMap<String, String>,
-    /// When the source says the problem started (`startsAt`, `firstTimestamp`).
+    /// When the source says the problem started (`startsAt`; `firstTimestamp`, else
+    /// `eventTime`).
     pub firing_time: Timestamp,
     /// The raw alert or event as JSON text, for `spec.originalPayload` (capped there).
     pub raw: String,
@@ -68,8 +71,8 @@ pub enum Rejection {
     /// No label names a target resource (DESIGN.md §3).
     #[error("no target resource label")]
     NoTargetResource,
-    /// A field is present but its value can never be stored, such as a resource name longer
-    /// than any Kubernetes name.
+    /// A field is present but its value can never name what it should, such as a namespace
+    /// that is not an RFC 1123 label ([`target`]).
     #[error("invalid {field}: {reason}")]
     InvalidField {
         /// The JSON path of the field, e.g. `involvedObject.name`.

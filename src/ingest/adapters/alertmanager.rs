@@ -9,9 +9,14 @@
 //!
 //! Per alert: name = `labels.alertname` (required), severity = `labels.severity` verbatim else
 //! `"unknown"`, labels and annotations = the alert's merged over the common ones, target
-//! resource from the first of [`RESOURCE_LABELS`], firing time = `startsAt`. All label lookups
-//! read the merged labels, so a `cluster` or `namespace` that only appears in `commonLabels`
-//! still counts. Labels with empty values are treated as absent (Prometheus drops them).
+//! resource from the hint labels [`TARGET_KIND_LABEL`] and [`TARGET_NAME_LABEL`] when both are
+//! present, else from the first of [`RESOURCE_LABELS`], its namespace from the first of
+//! [`NAMESPACE_LABELS`], firing time = `startsAt`. All label lookups read the merged labels, so
+//! a `cluster` or `namespace` that only appears in `commonLabels` still counts. Labels with
+//! empty values are treated as absent (Prometheus drops them).
+//!
+//! The target's name, namespace and kind must be Kubernetes names ([`target`]); one that is not
+//! rejects its alert (only that one, in a batch), naming the label it came from.
 
 use std::collections::BTreeMap;
 
@@ -21,21 +26,44 @@ use serde::{Deserialize, Serialize};
 use super::wire::{Str, StrMap, first_non_empty};
 use crate::fingerprint::Fingerprint;
 use crate::ingest::freshness::{self, check_not_future, check_not_stale};
-use crate::ingest::{
-    RESOURCE_NAME_MAX_CHARS, Rejection, SEVERITY_MAX_CHARS, SIGNAL_NAME_MAX_CHARS, Signal,
-};
+use crate::ingest::target;
+use crate::ingest::{Rejection, SEVERITY_MAX_CHARS, SIGNAL_NAME_MAX_CHARS, Signal};
 use crate::k8s::types::{ResourceRef, SignalSource, truncate_chars};
 
-/// Labels that name the target resource, in precedence order, with the kind each implies.
-/// `job` is absent on purpose: in Prometheus it is the scrape job, not a Kubernetes Job.
-pub const RESOURCE_LABELS: [(&str, &str); 6] = [
-    ("pod", "Pod"),
-    ("deployment", "Deployment"),
-    ("statefulset", "StatefulSet"),
-    ("daemonset", "DaemonSet"),
-    ("node", "Node"),
-    ("service", "Service"),
+/// Labels that name the target resource, in precedence order: (label, its path as a rejection
+/// names it, the kind it implies). `job` is absent on purpose: in Prometheus it is the scrape
+/// job, not a Kubernetes Job.
+pub const RESOURCE_LABELS: [(&str, &str, &str); 6] = [
+    ("pod", "labels.pod", "Pod"),
+    ("deployment", "labels.deployment", "Deployment"),
+    ("statefulset", "labels.statefulset", "StatefulSet"),
+    ("daemonset", "labels.daemonset", "DaemonSet"),
+    ("node", "labels.node", "Node"),
+    ("service", "labels.service", "Service"),
 ];
+
+/// The label an alert rule sets to name its target's kind explicitly (`Deployment`, `Rollout`,
+/// `PersistentVolume`...), overriding [`RESOURCE_LABELS`]. It counts only together with
+/// [`TARGET_NAME_LABEL`]: one without the other is ignored, and the target is inferred as if
+/// neither were there, so a half-written rule still reaches the resource its usual labels name.
+pub const TARGET_KIND_LABEL: &str = "target_kind";
+/// The label that names the target's object name explicitly; see [`TARGET_KIND_LABEL`].
+pub const TARGET_NAME_LABEL: &str = "target_name";
+
+/// Labels that name the target's namespace, in precedence order: (label, its path as a
+/// rejection names it). `target_namespace` is the explicit hint, and counts with or without a
+/// kind and name hint. `exported_namespace` comes next: when Prometheus scrapes an exporter
+/// (kube-state-metrics) or a federated Prometheus without `honor_labels`, `namespace` is the
+/// namespace of the exporter's own target and the original label is kept as
+/// `exported_namespace`; an alert only carries it in that case.
+pub const NAMESPACE_LABELS: [(&str, &str); 3] = [
+    ("target_namespace", "labels.target_namespace"),
+    ("exported_namespace", "labels.exported_namespace"),
+    ("namespace", "labels.namespace"),
+];
+
+/// The namespace of a namespaced target when no label names one.
+const DEFAULT_NAMESPACE: &str = "default";
 
 /// The webhook body. Fields the gateway does not use are still declared so their types are
 /// checked (see the module docs).
@@ -194,31 +222,21 @@ fn to_signal(
 
     let name = first_non_empty(&labels, &["alertname"])
         .ok_or(Rejection::MissingField("labels.alertname"))?;
-    let (kind, resource_name) = RESOURCE_LABELS
-        .iter()
-        .find_map(|(label, kind)| Some((*kind, first_non_empty(&labels, &[label])?)))
-        .ok_or(Rejection::NoTargetResource)?;
-    if resource_name.chars().count() > RESOURCE_NAME_MAX_CHARS {
-        return Err(Rejection::InvalidField {
-            field: "target resource label",
-            reason: "longer than a Kubernetes object name may be (253 characters)",
-        });
-    }
+    let target = Target::of(&labels)?;
     let firing_time = starts_at?.ok_or(Rejection::MissingField("startsAt"))?;
-
-    // Nodes are cluster-scoped: a `namespace` label on a node alert is the exporter's, not the
-    // node's, so it is ignored.
-    let namespace = (kind != "Node").then(|| {
-        first_non_empty(&labels, &["namespace", "exported_namespace"]).unwrap_or("default")
-    });
     let cluster = first_non_empty(&labels, &["cluster"]);
     let severity = first_non_empty(&labels, &["severity"]).unwrap_or("unknown");
 
-    let fingerprint = Fingerprint::of(cluster, namespace.unwrap_or(""), kind, resource_name);
+    let fingerprint = Fingerprint::of(
+        cluster,
+        target.namespace.unwrap_or(""),
+        target.kind,
+        target.name,
+    );
     let resource = ResourceRef {
-        kind: kind.to_owned(),
-        name: resource_name.to_owned(),
-        namespace: namespace.map(str::to_owned),
+        kind: target.kind.to_owned(),
+        name: target.name.to_owned(),
+        namespace: target.namespace.map(str::to_owned),
         api_version: None,
     };
     let name = truncate_chars(name, SIGNAL_NAME_MAX_CHARS).to_owned();
@@ -245,6 +263,61 @@ fn to_signal(
         firing_time,
         raw,
     })
+}
+
+/// The resource an alert is about, read from its merged labels and validated.
+struct Target<'l> {
+    kind: &'l str,
+    name: &'l str,
+    /// `None` for a cluster-scoped kind.
+    namespace: Option<&'l str>,
+}
+
+impl<'l> Target<'l> {
+    fn of(labels: &'l BTreeMap<String, String>) -> Result<Self, Rejection> {
+        let (name, field, kind) = match Self::hint(labels)? {
+            Some(hinted) => hinted,
+            None => RESOURCE_LABELS
+                .iter()
+                .find_map(|&(label, field, kind)| {
+                    Some((first_non_empty(labels, &[label])?, field, kind))
+                })
+                .ok_or(Rejection::NoTargetResource)?,
+        };
+        target::check_name(name, field)?;
+        // A cluster-scoped kind has no namespace: a namespace label on a node alert is the
+        // exporter's, not the node's, so it is ignored (and not checked).
+        let namespace = if target::is_cluster_scoped(kind) {
+            None
+        } else if let Some((namespace, field)) = NAMESPACE_LABELS
+            .iter()
+            .find_map(|&(label, field)| Some((first_non_empty(labels, &[label])?, field)))
+        {
+            target::check_namespace(namespace, field)?;
+            Some(namespace)
+        } else {
+            Some(DEFAULT_NAMESPACE)
+        };
+        Ok(Target {
+            kind,
+            name,
+            namespace,
+        })
+    }
+
+    /// The explicit target, when both hint labels are present: (name, its field, kind), the
+    /// kind already checked.
+    fn hint(
+        labels: &'l BTreeMap<String, String>,
+    ) -> Result<Option<(&'l str, &'static str, &'l str)>, Rejection> {
+        let kind = first_non_empty(labels, &[TARGET_KIND_LABEL]);
+        let name = first_non_empty(labels, &[TARGET_NAME_LABEL]);
+        let (Some(kind), Some(name)) = (kind, name) else {
+            return Ok(None);
+        };
+        target::check_kind(kind, "labels.target_kind")?;
+        Ok(Some((name, "labels.target_name", kind)))
+    }
 }
 
 #[cfg(test)]
@@ -358,11 +431,11 @@ mod tests {
     #[test]
     fn escaped_strings_are_unescaped() {
         let s = one(&webhook(vec![alert(json!({
-            "alertname": "Quote\"d\u{e9}", "pod": "p\\1", "namespace": "n"
+            "alertname": "Quote\"d\u{e9}", "pod": "p1", "namespace": "n", "team": "a\\b"
         }))]))
         .unwrap();
         assert_eq!(s.name, "Quote\"d\u{e9}");
-        assert_eq!(s.resource.name, "p\\1");
+        assert_eq!(s.labels["team"], "a\\b");
         assert!(s.raw.contains(r#""alertname":"Quote\"dé""#), "{}", s.raw);
     }
 
@@ -419,6 +492,14 @@ mod tests {
         assert_eq!(s.name, "ü".repeat(253));
     }
 
+    /// The field a rejection names, when it is an invalid field.
+    fn invalid_field(r: Result<Signal, Rejection>) -> &'static str {
+        match r {
+            Err(Rejection::InvalidField { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
     #[test]
     fn resource_label_longer_than_a_kubernetes_name_is_rejected() {
         let ok = one(&webhook(vec![alert(
@@ -428,7 +509,83 @@ mod tests {
         let too_long = one(&webhook(vec![alert(
             json!({"alertname": "A", "pod": "p".repeat(254)}),
         )]));
-        assert!(matches!(too_long, Err(Rejection::InvalidField { .. })));
+        assert_eq!(invalid_field(too_long), "labels.pod");
+    }
+
+    #[test]
+    fn resource_names_must_be_kubernetes_names_and_the_rejection_names_the_label() {
+        for (label, value) in [
+            ("pod", "API-0"),
+            ("deployment", "web_frontend"),
+            ("statefulset", "db:0"),
+            ("daemonset", "-agent"),
+            ("node", "10.0.0.1:9100"),
+            ("service", "Payment API"),
+        ] {
+            let r = one(&webhook(vec![alert(
+                json!({"alertname": "A", label: value}),
+            )]));
+            assert_eq!(
+                invalid_field(r),
+                format!("labels.{label}"),
+                "{label}={value}"
+            );
+        }
+        // Only the label that names the target is checked: a later one is not read at all.
+        let s = one(&webhook(vec![alert(
+            json!({"alertname": "A", "pod": "api-0", "service": "Payment API"}),
+        )]))
+        .unwrap();
+        assert_eq!(s.resource.name, "api-0");
+        // And an invalid first label is a rejection, not a reason to try the next one.
+        let r = one(&webhook(vec![alert(
+            json!({"alertname": "A", "pod": "API-0", "deployment": "api"}),
+        )]));
+        assert_eq!(invalid_field(r), "labels.pod");
+    }
+
+    #[test]
+    fn namespaces_must_be_dns_labels_and_the_rejection_names_the_label() {
+        for (label, value) in [
+            ("namespace", "Prod"),
+            ("namespace", "team.prod"),
+            ("namespace", &"n".repeat(64)),
+            ("exported_namespace", "prod_eu"),
+        ] {
+            let r = one(&webhook(vec![alert(
+                json!({"alertname": "A", "pod": "p", label: value}),
+            )]));
+            assert_eq!(
+                invalid_field(r),
+                format!("labels.{label}"),
+                "{label}={value}"
+            );
+        }
+        // The label that lost precedence is not read, so not checked either.
+        let s = one(&webhook(vec![alert(json!({
+            "alertname": "A", "pod": "p", "namespace": "Not_Used", "exported_namespace": "shop"
+        }))]))
+        .unwrap();
+        assert_eq!(s.resource.namespace.as_deref(), Some("shop"));
+        // Nor is the namespace label of a cluster-scoped kind.
+        let s = one(&webhook(vec![alert(
+            json!({"alertname": "A", "node": "worker-1", "namespace": "Not_Used"}),
+        )]))
+        .unwrap();
+        assert_eq!(s.resource.namespace, None);
+    }
+
+    #[test]
+    fn an_invalid_alert_of_a_batch_is_rejected_alone() {
+        let all = run(&webhook(vec![
+            alert(json!({"alertname": "A", "pod": "ok", "namespace": "shop"})),
+            alert(json!({"alertname": "B", "pod": "ok", "namespace": "Shop"})),
+            alert(json!({"alertname": "C", "pod": "Bad", "namespace": "shop"})),
+        ]))
+        .unwrap();
+        assert!(all[0].is_ok());
+        assert_eq!(invalid_field(all[1].clone()), "labels.namespace");
+        assert_eq!(invalid_field(all[2].clone()), "labels.pod");
     }
 
     #[test]
@@ -487,7 +644,143 @@ mod tests {
     }
 
     #[test]
-    fn namespace_falls_back_to_exported_namespace_then_default() {
+    fn namespace_is_exported_namespace_then_namespace_then_default() {
+        let ns = |labels: Value| {
+            one(&webhook(vec![alert(labels)]))
+                .unwrap()
+                .resource
+                .namespace
+        };
+        // kube-state-metrics scraped without honor_labels: `namespace` is the exporter's.
+        assert_eq!(
+            ns(
+                json!({"alertname": "A", "pod": "p", "namespace": "monitoring",
+                      "exported_namespace": "shop"})
+            ),
+            Some("shop".into())
+        );
+        assert_eq!(
+            ns(json!({"alertname": "A", "pod": "p", "exported_namespace": "b"})),
+            Some("b".into())
+        );
+        assert_eq!(
+            ns(json!({"alertname": "A", "pod": "p", "namespace": "a"})),
+            Some("a".into())
+        );
+        // An empty label is absent.
+        assert_eq!(
+            ns(json!({"alertname": "A", "pod": "p", "namespace": "a", "exported_namespace": ""})),
+            Some("a".into())
+        );
+        assert_eq!(
+            ns(json!({"alertname": "A", "service": "s"})),
+            Some("default".into())
+        );
+    }
+
+    #[test]
+    fn exported_namespace_decides_the_fingerprint() {
+        let mut payload = webhook(vec![alert(json!({
+            "alertname": "KubeDeploymentReplicasMismatch", "deployment": "checkout",
+            "namespace": "monitoring", "exported_namespace": "shop", "job": "kube-state-metrics"
+        }))]);
+        payload["commonLabels"] = json!({"cluster": "eu-1"});
+        let s = one(&payload).unwrap();
+        assert_eq!(
+            s.fingerprint,
+            Fingerprint::of(Some("eu-1"), "shop", "Deployment", "checkout")
+        );
+    }
+
+    // ---- explicit target hints ----
+
+    /// `base` with `extra`'s labels added.
+    fn with(base: Value, extra: &Value) -> Value {
+        let mut labels = base;
+        labels
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        labels
+    }
+
+    #[test]
+    fn target_kind_and_name_override_the_resource_labels() {
+        let s = one(&webhook(vec![alert(json!({
+            "alertname": "RolloutStuck", "pod": "checkout-6f7d9-abcde", "namespace": "shop",
+            "target_kind": "Rollout", "target_name": "checkout"
+        }))]))
+        .unwrap();
+        assert_eq!(
+            s.resource,
+            ResourceRef {
+                kind: "Rollout".into(),
+                name: "checkout".into(),
+                namespace: Some("shop".into()),
+                api_version: None,
+            }
+        );
+        assert_eq!(
+            s.fingerprint,
+            Fingerprint::of(None, "shop", "Rollout", "checkout")
+        );
+        // Without any resource label too; namespaced by default.
+        let s = one(&webhook(vec![alert(json!({
+            "alertname": "A", "target_kind": "Deployment", "target_name": "api"
+        }))]))
+        .unwrap();
+        assert_eq!(
+            s.fingerprint,
+            Fingerprint::of(None, "default", "Deployment", "api")
+        );
+    }
+
+    #[test]
+    fn a_hinted_cluster_scoped_kind_has_no_namespace() {
+        let s = one(&webhook(vec![alert(json!({
+            "alertname": "KubePersistentVolumeErrors", "namespace": "monitoring",
+            "target_namespace": "shop", "target_kind": "PersistentVolume",
+            "target_name": "pvc-0a1b2c3d"
+        }))]))
+        .unwrap();
+        assert_eq!(s.resource.namespace, None);
+        assert_eq!(
+            s.fingerprint,
+            Fingerprint::of(None, "", "PersistentVolume", "pvc-0a1b2c3d")
+        );
+    }
+
+    #[test]
+    fn a_lone_kind_or_name_hint_is_ignored() {
+        for lone in [
+            json!({"target_kind": "Deployment"}),
+            json!({"target_name": "api"}),
+            json!({"target_kind": "Deployment", "target_name": ""}),
+            // Ignored means not checked either.
+            json!({"target_kind": "not a kind"}),
+        ] {
+            let labels = with(
+                json!({"alertname": "A", "pod": "api-0", "namespace": "shop"}),
+                &lone,
+            );
+            let s = one(&webhook(vec![alert(labels)])).unwrap();
+            assert_eq!(
+                s.fingerprint,
+                Fingerprint::of(None, "shop", "Pod", "api-0"),
+                "{lone}"
+            );
+            // With no resource label to fall back on, there is no target.
+            let labels = with(json!({"alertname": "A"}), &lone);
+            assert_eq!(
+                one(&webhook(vec![alert(labels)])),
+                Err(Rejection::NoTargetResource),
+                "{lone}"
+            );
+        }
+    }
+
+    #[test]
+    fn target_namespace_comes_first() {
         let ns = |labels: Value| {
             one(&webhook(vec![alert(labels)]))
                 .unwrap()
@@ -495,17 +788,47 @@ mod tests {
                 .namespace
         };
         assert_eq!(
-            ns(json!({"alertname": "A", "pod": "p", "namespace": "a", "exported_namespace": "b"})),
-            Some("a".into())
+            ns(
+                json!({"alertname": "A", "target_kind": "Deployment", "target_name": "api",
+                      "target_namespace": "shop", "exported_namespace": "b", "namespace": "c"})
+            ),
+            Some("shop".into())
         );
+        // It names the namespace of an inferred target too.
         assert_eq!(
-            ns(json!({"alertname": "A", "pod": "p", "exported_namespace": "b"})),
-            Some("b".into())
+            ns(
+                json!({"alertname": "A", "pod": "api-0", "target_namespace": "shop",
+                      "namespace": "monitoring"})
+            ),
+            Some("shop".into())
         );
-        assert_eq!(
-            ns(json!({"alertname": "A", "service": "s"})),
-            Some("default".into())
-        );
+    }
+
+    #[test]
+    fn hints_are_validated_and_the_rejection_names_the_label() {
+        for (hints, field) in [
+            (
+                json!({"target_kind": "apps/v1.Deployment", "target_name": "api"}),
+                "labels.target_kind",
+            ),
+            (
+                json!({"target_kind": "Deployment", "target_name": "API"}),
+                "labels.target_name",
+            ),
+            (
+                json!({"target_kind": "Deployment", "target_name": "api",
+                       "target_namespace": "Shop"}),
+                "labels.target_namespace",
+            ),
+            (
+                json!({"pod": "api-0", "target_namespace": "-"}),
+                "labels.target_namespace",
+            ),
+        ] {
+            let labels = with(json!({"alertname": "A", "namespace": "shop"}), &hints);
+            let r = one(&webhook(vec![alert(labels)]));
+            assert_eq!(invalid_field(r), field, "{hints}");
+        }
     }
 
     #[test]
@@ -521,6 +844,14 @@ mod tests {
             // printf %s ':Node:worker-1' | sha256sum
             "5811a14c33e6ea55be7f43355c2cffd48201fcbf3fc51c48a3f58e375e6f7ccc"
         );
+        // exported_namespace does not make a node namespaced either.
+        let s = one(&webhook(vec![alert(json!({
+            "alertname": "NodeDown", "node": "worker-1", "namespace": "monitoring",
+            "exported_namespace": "shop"
+        }))]))
+        .unwrap();
+        assert_eq!(s.resource.namespace, None);
+        assert_eq!(s.fingerprint, Fingerprint::of(None, "", "Node", "worker-1"));
     }
 
     #[test]
@@ -801,8 +1132,9 @@ mod tests {
 
     // ---- properties ----
 
+    /// A value valid as a namespace and as an object name.
     fn label_value() -> impl Strategy<Value = String> {
-        "[a-z0-9-]{1,20}"
+        "[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?"
     }
 
     proptest! {
@@ -816,7 +1148,8 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let identifying = ["alertname", "pod", "deployment", "statefulset", "daemonset",
-                               "node", "service", "namespace", "exported_namespace", "cluster"];
+                               "node", "service", "namespace", "exported_namespace", "cluster",
+                               "target_kind", "target_name", "target_namespace"];
             let mut pairs: Vec<(String, String)> = extra
                 .into_iter()
                 .filter(|(k, _)| !identifying.contains(&k.as_str()))
@@ -861,6 +1194,34 @@ mod tests {
             let with = fp(json!({"alertname": "A", "pod": pod, "cluster": cluster}));
             prop_assert_ne!(without, with);
             prop_assert_eq!(with, Fingerprint::of(Some(&cluster), "default", "Pod", &pod));
+        }
+
+        /// Whatever the target labels hold, an alert is either a signal whose target keeps to
+        /// the Kubernetes name rules or a rejection naming a label; never a panic.
+        #[test]
+        fn arbitrary_target_labels_never_panic(
+            name in any::<String>(),
+            namespace in any::<String>(),
+            exported in proptest::option::of(any::<String>()),
+        ) {
+            let mut labels = json!({"alertname": "A", "deployment": &name, "namespace": namespace});
+            if let Some(exported) = exported {
+                labels["exported_namespace"] = json!(exported);
+            }
+            match one(&webhook(vec![alert(labels)])) {
+                Ok(s) => {
+                    prop_assert!(target::check_name(&s.resource.name, "f").is_ok());
+                    let ns = s.resource.namespace.unwrap();
+                    prop_assert!(target::check_namespace(&ns, "f").is_ok());
+                }
+                Err(Rejection::InvalidField { field, .. }) => prop_assert!(
+                    ["labels.deployment", "labels.namespace", "labels.exported_namespace"]
+                        .contains(&field),
+                    "{}", field
+                ),
+                Err(Rejection::NoTargetResource) => prop_assert!(name.is_empty()),
+                Err(other) => prop_assert!(false, "unexpected {:?}", other),
+            }
         }
 
         /// Whatever the bytes, parsing returns; both decoders agree on what they accept.

@@ -1,8 +1,17 @@
 //! A core/v1 Event (DESIGN.md §2).
 //!
 //! `type` must be `Warning` or `Error`; `reason`, `involvedObject.kind` and
-//! `involvedObject.name` are required. Name = `reason`, severity = `type`, resource =
-//! `involvedObject`, firing time = `firstTimestamp` (else `lastTimestamp`).
+//! `involvedObject.name` are required and the target must be named as Kubernetes names things.
+//! Name = `reason`, severity = `type`, resource = `involvedObject`.
+//!
+//! Timestamps come in two generations. The `core/v1` recorder (kubelet, most controllers)
+//! writes `firstTimestamp`, `lastTimestamp` and `count`. The `events.k8s.io/v1` recorder
+//! (kube-scheduler, newer controllers), read back through `core/v1`, leaves those null or
+//! absent and writes `eventTime` (first observation, a MicroTime: RFC 3339 with microseconds)
+//! and, for a repeating event, `series.lastObservedTime` and `series.count`. Both are accepted:
+//! the replay guard checks the newest of the four timestamps, the firing time is
+//! `firstTimestamp`, else `eventTime`, else that newest one, and the occurrence count is
+//! `count`, else `series.count`.
 //!
 //! The body is parsed once by simd-json into a borrowed DOM, which serves twice: the typed view
 //! the rules read is deserialised from it (strings still borrowed from the body), and `raw` is
@@ -19,34 +28,9 @@ use simd_json::prelude::Writable;
 use super::wire::Str;
 use crate::fingerprint::Fingerprint;
 use crate::ingest::freshness::{self, check_not_future, check_not_stale};
-use crate::ingest::{
-    RESOURCE_KIND_MAX_CHARS, RESOURCE_NAME_MAX_CHARS, Rejection, SIGNAL_NAME_MAX_CHARS, Signal,
-};
+use crate::ingest::target;
+use crate::ingest::{Rejection, SIGNAL_NAME_MAX_CHARS, Signal};
 use crate::k8s::types::{ResourceRef, SignalSource, truncate_chars};
-
-/// Kinds that are not namespaced: their target resource has no namespace and their fingerprint
-/// hashes an empty one (DESIGN.md §3), whatever namespace the Event itself was recorded in
-/// (Node events live in `default`). Built-in kinds only; a cluster-scoped custom resource is
-/// taken with the Event's namespace, as the API server gives no way to tell from the Event.
-pub const CLUSTER_SCOPED_KINDS: [&str; 17] = [
-    "APIService",
-    "CertificateSigningRequest",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "CSIDriver",
-    "CSINode",
-    "CustomResourceDefinition",
-    "IngressClass",
-    "MutatingWebhookConfiguration",
-    "Namespace",
-    "Node",
-    "PersistentVolume",
-    "PriorityClass",
-    "RuntimeClass",
-    "StorageClass",
-    "ValidatingWebhookConfiguration",
-    "VolumeAttachment",
-];
 
 /// The fields of a core/v1 Event the gateway reads. Declared types are checked: a wrongly
 /// typed value is malformed JSON.
@@ -70,6 +54,19 @@ struct Event<'a> {
     count: Option<i64>,
     #[serde(borrow)]
     source: Option<EventSource<'a>>,
+    #[serde(borrow)]
+    event_time: Option<Str<'a>>,
+    #[serde(borrow)]
+    series: Option<EventSeries<'a>>,
+}
+
+/// A repeating event's summary, as the `events.k8s.io/v1` recorder keeps it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventSeries<'a> {
+    count: Option<i64>,
+    #[serde(borrow)]
+    last_observed_time: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +96,10 @@ struct EventSource<'a> {
     host: Option<Str<'a>>,
 }
 
+/// The namespace of a namespaced target when neither the object reference nor the Event names
+/// one.
+const DEFAULT_NAMESPACE: &str = "default";
+
 /// Label and annotation keys the signal carries, the same the kubernaut Gateway writes, so the
 /// remediation orchestrator can select Event-born RRs as it does today.
 const LABEL_EVENT_SOURCE: &str = "kubernaut.io/event-source";
@@ -112,12 +113,16 @@ const ANNOTATION_LAST_TIMESTAMP: &str = "kubernaut.io/last-timestamp";
 
 /// Parses one core/v1 Event.
 ///
-/// Checks in order: JSON shape, `type`, required fields, timestamps. Freshness (DESIGN.md §2):
-/// `lastTimestamp`, else `firstTimestamp`, must exist (Go's zero time counts as absent), be at
-/// most [`freshness::MAX_AGE`] old and at most [`freshness::MAX_FUTURE`] ahead.
+/// Checks in order: JSON shape, `type`, required fields, timestamps. Freshness (DESIGN.md §2,
+/// widened for the `events.k8s.io/v1` recorder): the newest of `lastTimestamp`,
+/// `series.lastObservedTime`, `eventTime` and `firstTimestamp` must exist (null and Go's zero
+/// time count as absent), be at most [`freshness::MAX_AGE`] old and at most
+/// [`freshness::MAX_FUTURE`] ahead. Any of them present but not RFC 3339 is a rejection.
 ///
 /// Namespace of the resource: `involvedObject.namespace`, else the Event's
-/// `metadata.namespace`, else `default`; none for [`CLUSTER_SCOPED_KINDS`].
+/// `metadata.namespace`, else `default`; none for [`target::CLUSTER_SCOPED_KINDS`]. The kind,
+/// the name and the namespace used must be Kubernetes names ([`target`]); a rejection names the
+/// field that is not (`involvedObject.name`...).
 pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
     let malformed = |e: simd_json::Error| Rejection::MalformedJson(e.to_string());
     let dom = super::wire::with_simd_buffers(|buffers| {
@@ -138,39 +143,51 @@ pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
     let name = object
         .and_then(|o| non_empty(&o.name))
         .ok_or(Rejection::MissingField("involvedObject.name"))?;
-    if kind.chars().count() > RESOURCE_KIND_MAX_CHARS {
-        return Err(Rejection::InvalidField {
-            field: "involvedObject.kind",
-            reason: "longer than 63 characters",
-        });
-    }
-    if name.chars().count() > RESOURCE_NAME_MAX_CHARS {
-        return Err(Rejection::InvalidField {
-            field: "involvedObject.name",
-            reason: "longer than a Kubernetes object name may be (253 characters)",
-        });
-    }
+    target::check_kind(kind, "involvedObject.kind")?;
+    target::check_name(name, "involvedObject.name")?;
 
     let first = freshness::parse_rfc3339(event.first_timestamp.as_deref(), "firstTimestamp")?;
     let last = freshness::parse_rfc3339(event.last_timestamp.as_deref(), "lastTimestamp")?;
-    let newest = last.or(first).ok_or_else(|| {
-        Rejection::Freshness("event has neither lastTimestamp nor firstTimestamp".into())
-    })?;
+    let event_time = freshness::parse_rfc3339(event.event_time.as_deref(), "eventTime")?;
+    let series = event.series.as_ref();
+    let last_observed = freshness::parse_rfc3339(
+        series.and_then(|s| s.last_observed_time.as_deref()),
+        "series.lastObservedTime",
+    )?;
+    let newest = [last, last_observed, event_time, first]
+        .into_iter()
+        .flatten()
+        .max()
+        .ok_or_else(|| {
+            Rejection::Freshness(
+                "event has no timestamp: none of lastTimestamp, series.lastObservedTime, \
+                 eventTime, firstTimestamp"
+                    .into(),
+            )
+        })?;
     check_not_stale(newest, now, "event timestamp")?;
     check_not_future(newest, now, "event timestamp")?;
-    let firing_time = first.or(last).unwrap_or(newest);
+    let firing_time = first.or(event_time).unwrap_or(newest);
 
-    let namespace = (!CLUSTER_SCOPED_KINDS.contains(&kind)).then(|| {
-        object
+    let namespace = if target::is_cluster_scoped(kind) {
+        None
+    } else {
+        let given = object
             .and_then(|o| non_empty(&o.namespace))
+            .map(|ns| (ns, "involvedObject.namespace"))
             .or_else(|| {
-                event
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| non_empty(&m.namespace))
-            })
-            .unwrap_or("default")
-    });
+                let meta = event.metadata.as_ref();
+                meta.and_then(|m| non_empty(&m.namespace))
+                    .map(|ns| (ns, "metadata.namespace"))
+            });
+        match given {
+            Some((namespace, field)) => {
+                target::check_namespace(namespace, field)?;
+                Some(namespace)
+            }
+            None => Some(DEFAULT_NAMESPACE),
+        }
+    };
     let fingerprint = Fingerprint::of(None, namespace.unwrap_or(""), kind, name);
 
     let mut labels = BTreeMap::new();
@@ -184,7 +201,13 @@ pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
     if let Some(message) = non_empty(&event.message) {
         annotations.insert(ANNOTATION_MESSAGE.to_owned(), message.to_owned());
     }
-    if let Some(count) = event.count.filter(|c| *c > 0) {
+    // The `core/v1` recorder's `count`, else the `events.k8s.io/v1` recorder's `series.count`
+    // (it leaves `count` out, or 0).
+    let count = event
+        .count
+        .filter(|c| *c > 0)
+        .or_else(|| series.and_then(|s| s.count).filter(|c| *c > 0));
+    if let Some(count) = count {
         annotations.insert(ANNOTATION_COUNT.to_owned(), count.to_string());
     }
     if let Some(host) = source.and_then(|s| non_empty(&s.host)) {
@@ -420,6 +443,14 @@ mod tests {
         );
     }
 
+    /// The field a rejection names, when it is an invalid field.
+    fn invalid_field(r: Result<Signal, Rejection>) -> &'static str {
+        match r {
+            Err(Rejection::InvalidField { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
     #[test]
     fn long_values() {
         let mut e = event();
@@ -427,10 +458,50 @@ mod tests {
         assert_eq!(run(&e).unwrap().name.len(), SIGNAL_NAME_MAX_CHARS);
         let mut e = event();
         e["involvedObject"]["name"] = json!("n".repeat(254));
-        assert!(matches!(run(&e), Err(Rejection::InvalidField { .. })));
+        assert_eq!(invalid_field(run(&e)), "involvedObject.name");
         let mut e = event();
         e["involvedObject"]["kind"] = json!("K".repeat(64));
-        assert!(matches!(run(&e), Err(Rejection::InvalidField { .. })));
+        assert_eq!(invalid_field(run(&e)), "involvedObject.kind");
+    }
+
+    #[test]
+    fn the_target_must_be_named_as_kubernetes_names_things() {
+        for (path, value, field) in [
+            (
+                &["involvedObject", "name"][..],
+                "Api-0",
+                "involvedObject.name",
+            ),
+            (&["involvedObject", "name"], "api_0", "involvedObject.name"),
+            (
+                &["involvedObject", "kind"],
+                "apps/v1 Pod",
+                "involvedObject.kind",
+            ),
+            (&["involvedObject", "kind"], "9Pod", "involvedObject.kind"),
+            (
+                &["involvedObject", "namespace"],
+                "Prod",
+                "involvedObject.namespace",
+            ),
+        ] {
+            let mut e = event();
+            e[path[0]][path[1]] = json!(value);
+            assert_eq!(invalid_field(run(&e)), field, "{value:?}");
+        }
+        // A namespace taken from the Event's metadata is named so.
+        let mut e = without(event(), &["involvedObject", "namespace"]);
+        e["metadata"]["namespace"] = json!("prod.eu");
+        assert_eq!(invalid_field(run(&e)), "metadata.namespace");
+        // The metadata namespace is not read, nor checked, when the object names its own...
+        let mut e = event();
+        e["metadata"]["namespace"] = json!("Not_Used");
+        assert!(run(&e).is_ok());
+        // ...nor for a cluster-scoped kind.
+        let mut e = event();
+        e["involvedObject"] = json!({"kind": "Node", "name": "worker-1", "namespace": "X_"});
+        e["metadata"]["namespace"] = json!("default");
+        assert_eq!(run(&e).unwrap().resource.namespace, None);
     }
 
     fn at(d: SignedDuration) -> String {
@@ -445,17 +516,19 @@ mod tests {
     }
 
     #[test]
-    fn freshness_uses_last_timestamp_first() {
+    fn freshness_uses_the_newest_timestamp() {
         let old = Some(at(SignedDuration::from_hours(-1)));
         let fresh = Some(at(SignedDuration::from_secs(-10)));
         // Recurring event: first seen an hour ago, last seen now. Fresh.
         let s = run(&with_times(old.clone(), fresh.clone())).unwrap();
         assert_eq!(s.firing_time, now() - SignedDuration::from_hours(1));
-        // Last seen an hour ago: stale, whatever firstTimestamp says.
+        // Both an hour old: stale.
         assert!(matches!(
-            run(&with_times(fresh.clone(), old.clone())),
+            run(&with_times(old.clone(), old.clone())),
             Err(Rejection::Freshness(_))
         ));
+        // The newest counts, whichever field holds it.
+        assert!(run(&with_times(fresh.clone(), old.clone())).is_ok());
         // Only firstTimestamp: it is the one checked, and the firing time.
         assert!(run(&with_times(fresh.clone(), None)).is_ok());
         assert!(matches!(
@@ -502,6 +575,189 @@ mod tests {
                 "{first:?} {last:?}"
             );
         }
+    }
+
+    // ---- Events written by the events.k8s.io/v1 recorder ----
+
+    /// kube-scheduler's `FailedScheduling` as its `events.k8s.io/v1` recorder writes it, read
+    /// through `core/v1` (`kubectl get event -o json`): `firstTimestamp` and `lastTimestamp`
+    /// null, no `count`, an empty `source`, `eventTime` a MicroTime, and a `series` because the
+    /// scheduler has retried the pod. `metadata.name` is the pod's name and the first
+    /// observation in hex nanoseconds, as that recorder names its Events; the reporting
+    /// controller is `reportingComponent` on the `core/v1` wire.
+    fn scheduler_event() -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": "trainer-1.1898b5c4d7ff5ea8",
+                "namespace": "ml",
+                "uid": "3d1f6b2a-8c4e-4f7a-9b0d-2e5c7a9f1b3d",
+                "resourceVersion": "9912301",
+                "creationTimestamp": "2026-03-01T11:58:30Z"
+            },
+            "involvedObject": {
+                "kind": "Pod",
+                "namespace": "ml",
+                "name": "trainer-1",
+                "uid": "7a9c1e3f-5b2d-4c6e-8f0a-1b3d5f7a9c2e",
+                "apiVersion": "v1",
+                "resourceVersion": "771302"
+            },
+            "reason": "FailedScheduling",
+            "message": "0/6 nodes are available: 3 Insufficient nvidia.com/gpu, 3 node(s) had \
+                        untolerated taint {node-role.kubernetes.io/control-plane: }. \
+                        preemption: 0/6 nodes are available: 3 No preemption victims found \
+                        for incoming pod, 3 Preemption is not helpful for scheduling.",
+            "source": {},
+            "firstTimestamp": null,
+            "lastTimestamp": null,
+            "type": "Warning",
+            "eventTime": "2026-03-01T11:58:30.412345Z",
+            "series": {"count": 4, "lastObservedTime": "2026-03-01T11:59:41.998877Z"},
+            "action": "Scheduling",
+            "reportingComponent": "default-scheduler",
+            "reportingInstance": "default-scheduler-control-plane-1"
+        })
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_events_v1_scheduler_event_becomes_a_signal() {
+        let s = run(&scheduler_event()).unwrap();
+        assert_eq!(s.name, "FailedScheduling");
+        assert_eq!(s.severity, "Warning");
+        assert_eq!(
+            s.resource,
+            ResourceRef {
+                kind: "Pod".into(),
+                name: "trainer-1".into(),
+                namespace: Some("ml".into()),
+                api_version: Some("v1".into()),
+            }
+        );
+        // Fingerprint rules unchanged: the target only.
+        assert_eq!(
+            s.fingerprint,
+            Fingerprint::of(None, "ml", "Pod", "trainer-1")
+        );
+        // Firing time: eventTime, to the microsecond.
+        assert_eq!(s.firing_time, ts("2026-03-01T11:58:30.412345Z"));
+        assert_eq!(s.annotations[ANNOTATION_COUNT], "4");
+        assert!(s.annotations[ANNOTATION_MESSAGE].starts_with("0/6 nodes are available"));
+        // The null legacy fields are absent, not empty.
+        assert!(!s.annotations.contains_key(ANNOTATION_FIRST_TIMESTAMP));
+        assert!(!s.annotations.contains_key(ANNOTATION_LAST_TIMESTAMP));
+        assert!(!s.labels.contains_key(LABEL_EVENT_SOURCE));
+        assert_eq!(
+            serde_json::from_str::<Value>(&s.raw).unwrap(),
+            scheduler_event()
+        );
+    }
+
+    #[test]
+    fn series_last_observed_time_keeps_an_event_fresh() {
+        let e = scheduler_event();
+        let observed = ts("2026-03-01T11:59:41.998877Z");
+        // eventTime is 5 min 30 s old here, the last observation 4 min 18 s: fresh, and the
+        // firing time is still the first observation.
+        let s = run_at(&e, ts("2026-03-01T12:04:00Z")).unwrap();
+        assert_eq!(s.firing_time, ts("2026-03-01T11:58:30.412345Z"));
+        // Exactly 5 min after the last observation passes, 1 µs more does not.
+        assert!(run_at(&e, observed + MAX_AGE).is_ok());
+        assert!(matches!(
+            run_at(&e, observed + MAX_AGE + SignedDuration::from_micros(1)),
+            Err(Rejection::Freshness(_))
+        ));
+        // Too far ahead is judged on the same, newest, timestamp.
+        assert!(run_at(&e, observed - MAX_FUTURE).is_ok());
+        assert!(matches!(
+            run_at(&e, observed - MAX_FUTURE - SignedDuration::from_micros(1)),
+            Err(Rejection::Freshness(_))
+        ));
+    }
+
+    #[test]
+    fn a_single_events_v1_event_has_only_event_time() {
+        let mut e = scheduler_event();
+        e["series"] = Value::Null;
+        let s = run(&e).unwrap();
+        assert_eq!(s.firing_time, ts("2026-03-01T11:58:30.412345Z"));
+        assert!(!s.annotations.contains_key(ANNOTATION_COUNT));
+        // Its freshness is eventTime's.
+        assert!(matches!(
+            run_at(&e, ts("2026-03-01T12:03:31Z")),
+            Err(Rejection::Freshness(_))
+        ));
+        let s = run(&without(e, &["series"])).unwrap();
+        assert!(!s.annotations.contains_key(ANNOTATION_COUNT));
+    }
+
+    #[test]
+    fn firing_time_is_first_timestamp_else_event_time_else_the_newest() {
+        let mut e = scheduler_event();
+        e["firstTimestamp"] = json!("2026-03-01T11:57:00Z");
+        assert_eq!(run(&e).unwrap().firing_time, ts("2026-03-01T11:57:00Z"));
+        // Neither: the newest there is (series.lastObservedTime).
+        let mut e = scheduler_event();
+        e["eventTime"] = Value::Null;
+        assert_eq!(
+            run(&e).unwrap().firing_time,
+            ts("2026-03-01T11:59:41.998877Z")
+        );
+        // All four: the newest decides freshness (lastTimestamp alone would be stale here),
+        // firstTimestamp the firing time.
+        let mut e = event();
+        e["eventTime"] = json!("2026-03-01T11:58:00.000001Z");
+        e["series"] = json!({"count": 7, "lastObservedTime": "2026-03-01T11:59:59.999999Z"});
+        let s = run_at(&e, ts("2026-03-01T12:04:59.999999Z")).unwrap();
+        assert_eq!(s.firing_time, ts("2026-03-01T11:58:00Z"));
+    }
+
+    #[test]
+    fn count_is_count_else_series_count() {
+        let count = |e: &Value| run(e).unwrap().annotations.get(ANNOTATION_COUNT).cloned();
+        let mut e = event();
+        e["series"] = json!({"count": 9, "lastObservedTime": "2026-03-01T11:59:30Z"});
+        assert_eq!(count(&e), Some("7".into()));
+        e["count"] = json!(0);
+        assert_eq!(count(&e), Some("9".into()));
+        let mut e = without(e, &["count"]);
+        assert_eq!(count(&e), Some("9".into()));
+        e["series"]["count"] = json!(0);
+        assert_eq!(count(&e), None);
+    }
+
+    #[test]
+    fn new_timestamps_must_parse_and_be_typed() {
+        let mut e = scheduler_event();
+        e["eventTime"] = json!("yesterday");
+        assert!(matches!(run(&e), Err(Rejection::Freshness(m)) if m.contains("eventTime")));
+        let mut e = scheduler_event();
+        e["series"]["lastObservedTime"] = json!("2026-03-01 11:59");
+        assert!(
+            matches!(run(&e), Err(Rejection::Freshness(m)) if m.contains("series.lastObservedTime"))
+        );
+        for (field, value) in [
+            ("series", json!([1])),
+            ("series", json!({"count": "4"})),
+            ("eventTime", json!(1_772_366_310)),
+        ] {
+            let mut e = scheduler_event();
+            e[field] = value;
+            assert!(
+                matches!(run(&e), Err(Rejection::MalformedJson(_))),
+                "{field}"
+            );
+        }
+        // Null eventTime and series with nothing else: no timestamp at all.
+        let mut e = scheduler_event();
+        e["eventTime"] = Value::Null;
+        e["series"] = Value::Null;
+        assert!(matches!(run(&e), Err(Rejection::Freshness(m)) if m.contains("no timestamp")));
     }
 
     #[test]
