@@ -5,7 +5,8 @@
 #
 #   deploy/crds/remediationrequests.yaml        from src/k8s/types.rs     (UPDATE_CRD)
 #   deploy/monitoring/prometheusrule.yaml       from monitoring/rules.yaml (UPDATE_DEPLOY)
-#   deploy/helm/gateway/{crds,files}/           copies of deploy/ files   (UPDATE_HELM)
+#   deploy/helm/gateway/{crds,files}/, templates/spec-immutable-policy.yaml
+#                                               copies of deploy/ files   (UPDATE_HELM)
 #
 # The CRD comes first: the chart's copy of it is taken afterwards. None of these tests needs
 # a control plane.

@@ -24,7 +24,7 @@ use observe_support::{Overlay, deploy_dir, kind_name, one, run, yaml_documents};
 use serde_yaml::Value;
 
 /// What the base must contain, no more, no less.
-const BASE_KINDS: [&str; 9] = [
+const BASE_KINDS: [&str; 11] = [
     "ConfigMap",
     "CustomResourceDefinition",
     "Deployment",
@@ -34,6 +34,8 @@ const BASE_KINDS: [&str; 9] = [
     "RoleBinding",
     "Service",
     "ServiceAccount",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ];
 
 /// One control plane for this binary's tests, without any CRD: the base's own CRD is
@@ -97,7 +99,13 @@ async fn every_object_of_the_base_passes_a_server_side_dry_run() {
     let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
     assert_eq!(kinds, BASE_KINDS.into_iter().collect(), "kinds of the base");
     for object in &objects {
-        if object["kind"] != "Namespace" && object["kind"] != "CustomResourceDefinition" {
+        let cluster_scoped = [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ];
+        if !cluster_scoped.iter().any(|kind| object["kind"] == *kind) {
             assert_eq!(
                 object["metadata"]["namespace"],
                 "remediation",

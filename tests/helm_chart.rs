@@ -11,8 +11,9 @@
 //! name and namespace only; their contents are checked like `tests/deploy_manifests.rs` checks
 //! the kustomize component's (promtool, and the selector and port against the Service).
 //!
-//! The chart's `crds/` and `files/` hold copies of `deploy/crds/` and `deploy/monitoring/`
-//! files (Helm reads nothing outside the chart); `scripts/update-golden.sh` refreshes them.
+//! The chart's `crds/`, `files/` and `templates/spec-immutable-policy.yaml` hold copies of
+//! `deploy/crds/`, `deploy/monitoring/` and `deploy/policy/` files (Helm reads nothing outside
+//! the chart); `scripts/update-golden.sh` refreshes them.
 //!
 //! Needs `HELM_BIN`: `export HELM_BIN="$(bash envtest/scripts/build-helm.sh)"` (`.ci/run`
 //! does it).
@@ -46,7 +47,7 @@ const CHART_ONLY_LABELS: [&str; 5] = [
 ];
 
 /// What the default rendering holds: the base's kinds but the Namespace (values-gated).
-const DEFAULT_KINDS: [&str; 8] = [
+const DEFAULT_KINDS: [&str; 10] = [
     "ConfigMap",
     "CustomResourceDefinition",
     "Deployment",
@@ -55,13 +56,19 @@ const DEFAULT_KINDS: [&str; 8] = [
     "RoleBinding",
     "Service",
     "ServiceAccount",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ];
 
 /// The chart copies these files of `deploy/` (chart path, deploy path).
-const COPIES: [(&str, &str); 3] = [
+const COPIES: [(&str, &str); 4] = [
     (
         "crds/remediationrequests.yaml",
         "crds/remediationrequests.yaml",
+    ),
+    (
+        "templates/spec-immutable-policy.yaml",
+        "policy/spec-immutable.yaml",
     ),
     ("files/rules.yaml", "monitoring/rules.yaml"),
     ("files/dashboard.json", "monitoring/dashboard.json"),
@@ -469,6 +476,18 @@ async fn the_default_rendering_is_the_kustomize_base() {
                             config_map["name"] = "<config>".into();
                         }
                     }
+                }
+                // kustomize's built-in schema does not know the admission policy kinds are
+                // cluster-scoped and gives them the base's namespace; kubectl (through
+                // discovery) and the apiserver ignore it.
+                if object["kind"]
+                    .as_str()
+                    .is_some_and(|kind| kind.starts_with("ValidatingAdmissionPolicy"))
+                {
+                    object["metadata"]
+                        .as_mapping_mut()
+                        .unwrap()
+                        .remove("namespace");
                 }
                 let key = format!(
                     "{}/{}",

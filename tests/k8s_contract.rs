@@ -266,6 +266,15 @@ async fn a_spec_change_is_rejected() {
     let (code, message) = api_code(error);
     assert_eq!(code, 422, "{message}");
     assert!(message.contains("spec is immutable"), "{message}");
+    assert!(
+        message.contains("remediationrequests.kubernaut.ai-spec-immutable"),
+        "refused by the admission policy (deploy/policy/spec-immutable.yaml): {message}"
+    );
+    // A change that leaves the spec as it was (a label) is still allowed.
+    let label = Patch::Merge(json!({"metadata": {"labels": {"team": "shop"}}}));
+    api.patch("rr-immutable", &PatchParams::default(), &label)
+        .await
+        .unwrap();
     assert_eq!(
         api.get("rr-immutable").await.unwrap().spec.severity,
         "critical"

@@ -153,9 +153,13 @@ pub fn workspace_root() -> PathBuf {
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
 }
 
-/// The gateway's CRDs: `deploy/crds/remediationrequests.yaml`.
+/// The gateway's CRD, `deploy/crds/remediationrequests.yaml`, and the admission policy that
+/// keeps an RR's spec immutable, `deploy/policy/spec-immutable.yaml`.
 pub fn default_crds() -> Vec<PathBuf> {
-    vec![workspace_root().join("deploy/crds/remediationrequests.yaml")]
+    vec![
+        workspace_root().join("deploy/crds/remediationrequests.yaml"),
+        workspace_root().join("deploy/policy/spec-immutable.yaml"),
+    ]
 }
 
 /// One control plane per test binary, with [`default_crds`] installed, started by the first
@@ -333,10 +337,17 @@ impl ControlPlane {
             workdir,
         };
         control_plane.wait_apiserver(deadline).await?;
-        control_plane.crds =
-            crds::install(&control_plane.direct_client()?, &options.crds, deadline)
+        let installed = crds::install(&control_plane.direct_client()?, &options.crds, deadline)
+            .await
+            .map_err(|error| control_plane.apiserver.explain(error))?;
+        if installed.crds.iter().any(|crd| crd == warm_up::RR_CRD)
+            && installed.policed.iter().any(|r| r == "remediationrequests")
+        {
+            warm_up::spec_immutability(&control_plane.direct_client()?, deadline)
                 .await
                 .map_err(|error| control_plane.apiserver.explain(error))?;
+        }
+        control_plane.crds = installed.crds;
         if let Some(path) = options.kubeconfig {
             kubeconfig::write(&path, &kubeconfig_text)?;
             control_plane.kubeconfig = path;

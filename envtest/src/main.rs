@@ -56,7 +56,8 @@ struct Up {
     /// Where to write the admin kubeconfig [default: <workspace>/target/envtest/kubeconfig].
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// CRD file to install; repeat for several [default: <workspace>/deploy/crds/remediationrequests.yaml].
+    /// CRD (or ValidatingAdmissionPolicy) file to install; repeat for several [default:
+    /// <workspace>/deploy/crds/remediationrequests.yaml and deploy/policy/spec-immutable.yaml].
     #[arg(long = "crd")]
     crds: Vec<PathBuf>,
     /// Keep etcd's data on disk (the temp dir) instead of tmpfs.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -73,6 +73,44 @@ pub(crate) async fn rr_writes(
         api.list(&ListParams::default().limit(1)).await.map(drop)
     })
     .await
+}
+
+/// Waits until the spec-immutability admission policy is enforced. The apiserver takes a
+/// policy and its binding in through informers, a moment after they were created, and has no
+/// way to ask when; so a probe RR is created in `default` and a dry-run spec change retried
+/// until it is refused with 422. The probe is deleted afterwards.
+pub(crate) async fn spec_immutability(client: &kube::Client, deadline: Instant) -> Result<()> {
+    const PROBE: &str = "envtest-immutability-probe";
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &resource());
+    let rr = remediation_request(PROBE, "default")?;
+    retry(deadline, "creating the immutability probe RR", || async {
+        match api.create(&PostParams::default(), &rr).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error),
+        }
+    })
+    .await?;
+    let change = Patch::Merge(json!({"spec": {"severity": "critical"}}));
+    let dry_run = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let enforced = loop {
+        match api.patch(PROBE, &dry_run, &change).await {
+            Err(kube::Error::Api(status)) if status.code == 422 => break Ok(()),
+            outcome => {
+                if Instant::now() + RETRY >= deadline {
+                    break Err(anyhow!(
+                        "the spec-immutability policy was not enforced in time: a spec change got {outcome:?}"
+                    ));
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    let _ = api.delete(PROBE, &Default::default()).await;
+    enforced
 }
 
 /// Calls `attempt` until it succeeds; fails with the last error at `deadline`.

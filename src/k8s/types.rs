@@ -8,8 +8,10 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// What the gateway asks the remediation platform to look at. The spec is written once, at
-/// creation, and is immutable (CEL `self == oldSelf`); everything that changes afterwards lives
-/// in the status.
+/// creation, and is immutable; everything that changes afterwards lives in the status. The
+/// immutability is not a CRD rule (a transition rule is evaluated on every status update too)
+/// but the admission policy `deploy/policy/spec-immutable.yaml`, which matches updates of the
+/// RR itself only.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kubernaut.ai",
@@ -28,7 +30,6 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Storm","type":"boolean","jsonPath":".status.stormAggregation.isPartOfStorm"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable"))]
 #[serde(rename_all = "camelCase")]
 pub struct RemediationRequestSpec {
     /// Lowercase hex SHA-256 of the target resource (DESIGN.md §3).
