@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +94,9 @@ struct FakeProcessor {
     /// Answer this for signals about these resource names.
     fail_for: Mutex<HashMap<String, Failure>>,
     gate: Option<Arc<Gate>>,
+    /// Signals inside `process` now, and the most there ever were.
+    active: AtomicUsize,
+    max_active: AtomicUsize,
 }
 
 impl FakeProcessor {
@@ -127,10 +131,13 @@ impl FakeProcessor {
 impl Processor for FakeProcessor {
     async fn process(&self, signal: Signal) -> Result<Outcome, ProcessError> {
         self.seen.lock().unwrap().push(signal.clone());
+        let active = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_active.fetch_max(active, Ordering::SeqCst);
         if let Some(gate) = &self.gate {
             gate.entered.notify_one();
             gate.release.acquire().await.unwrap().forget();
         }
+        self.active.fetch_sub(1, Ordering::SeqCst);
         let failure = (*self.fail_all.lock().unwrap()).or_else(|| {
             self.fail_for
                 .lock()
@@ -1612,6 +1619,55 @@ async fn in_flight_limit_answers_503_never_429() {
         .post(PROMETHEUS, &webhook(vec![alert(pod_labels("fast"))]))
         .await;
     assert_created(&reply, "prod:Pod:fast");
+}
+
+/// A batch of many distinct alerts is processed at most `BATCH_CONCURRENCY` at a time, and
+/// every alert is still answered, in the payload's order.
+#[tokio::test]
+async fn a_large_batch_is_processed_with_bounded_concurrency() {
+    let gate = Arc::new(Gate::new());
+    let gw = Arc::new(
+        Gateway::start_with(
+            FakeProcessor::gated(gate.clone()),
+            ApiConfig::default(),
+            Arc::new(ManualClock::new(now())),
+        )
+        .await,
+    );
+    let pods: Vec<String> = (0..200).map(|i| format!("batch-{i}")).collect();
+    let batch = webhook(pods.iter().map(|pod| alert(pod_labels(pod))).collect());
+    let sent = tokio::spawn({
+        let gw = gw.clone();
+        async move { gw.post(PROMETHEUS, &batch).await }
+    });
+    // Held at the gate, the batch fills its concurrency and no more.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gw.processor.seen().len() < gateway::api::routes::BATCH_CONCURRENCY {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch reached the processor"
+        );
+        tokio::time::timeout(Duration::from_secs(1), gate.entered.notified())
+            .await
+            .ok();
+    }
+    gate.release.add_permits(pods.len());
+    let reply = sent.await.unwrap();
+    assert_eq!(reply.status, StatusCode::MULTI_STATUS);
+    let body = reply.json();
+    assert_eq!(body["summary"]["created"], 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    for (item, pod) in results.iter().zip(&pods) {
+        assert_eq!(
+            item["fingerprint"],
+            sha256_hex(&format!("prod:Pod:{pod}")),
+            "answered in the payload's order"
+        );
+    }
+    assert_eq!(
+        gw.processor.max_active.load(Ordering::SeqCst),
+        gateway::api::routes::BATCH_CONCURRENCY
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde::Serialize;
@@ -181,7 +182,13 @@ where
     Ok(buffer)
 }
 
-/// Records every valid alert of an Alertmanager payload, concurrently.
+/// Alerts of one batch processed at once. A batch of distinct alerts fans out into as many
+/// engine calls; without a bound one large body would occupy the engine (and the apiserver)
+/// with hundreds of writes at once while `api.max_in_flight` counts it as one request.
+pub const BATCH_CONCURRENCY: usize = 64;
+
+/// Records every valid alert of an Alertmanager payload, [`BATCH_CONCURRENCY`] at a time, and
+/// answers in the payload's order.
 async fn prometheus<P: Processor>(
     app: &App<P>,
     alerts: Vec<Result<Signal, Rejection>>,
@@ -211,7 +218,7 @@ async fn prometheus<P: Processor>(
         let outcome = app.processor.process(signal).await?;
         return Ok(single(&fingerprint.to_string(), outcome));
     }
-    let results = futures::future::join_all(alerts.into_iter().map(|alert| async move {
+    let results: Vec<_> = futures::stream::iter(alerts.into_iter().map(|alert| async move {
         match alert {
             Ok(signal) => {
                 let fingerprint = signal.fingerprint;
@@ -220,6 +227,8 @@ async fn prometheus<P: Processor>(
             Err(rejection) => (None, Err(rejection)),
         }
     }))
+    .buffered(BATCH_CONCURRENCY)
+    .collect()
     .await;
     // A batch answers 207 only when every valid alert was recorded. If one could not be
     // (Kubernetes unavailable), the whole batch gets 503 so Alertmanager resends it: the
