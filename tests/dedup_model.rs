@@ -221,6 +221,32 @@ async fn a_lost_answer_to_an_applied_patch_is_still_counted_once() {
     assert_eq!(counts, vec![3], "each signal counted once");
 }
 
+/// The answer is lost and another replica counts a signal on top before the RR is re-read:
+/// our block is gone, but ours may well be in the count. Counting again could count twice,
+/// so the signal is answered 503 and nothing more is written.
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_under_a_newer_write_is_not_counted_again() {
+    let store = Arc::new(FakeStore::default());
+    let engine = engine_with_deadline(&store, Duration::from_millis(20), Duration::from_secs(5));
+    assert!(matches!(
+        engine.process(signal(0)).await,
+        Ok(Outcome::Created { .. })
+    ));
+    store.lose_answers.store(1, Ordering::SeqCst);
+    store.write_on_top_of_lost.store(true, Ordering::SeqCst);
+    let answer = engine.process(signal(0)).await;
+    assert!(
+        matches!(answer, Err(ProcessError::Unavailable(_))),
+        "{answer:?}"
+    );
+    let counts: Vec<i64> = store.counts().values().map(|(_, count)| *count).collect();
+    assert_eq!(
+        counts,
+        vec![3],
+        "ours and the other writer's, not ours twice"
+    );
+}
+
 /// The same for a create: the RR under the name with the spec sent is the one this create
 /// made, so the first signal is answered 201 and not counted again.
 #[tokio::test(start_paused = true)]

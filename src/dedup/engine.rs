@@ -451,10 +451,11 @@ impl<S: RrStore> Engine<S> {
     /// After a status patch whose answer was lost: finds out whether it was applied before
     /// answering, so that a timeout does not become a 503 that the sender's retry counts
     /// again. Re-reads the RR while the deadline allows: our block there means applied; a
-    /// newer version without it means it never will be (the precondition failed for good,
-    /// `None`); the same version means it has not been applied yet, so the identical patch
-    /// is sent again (at most one of the two can pass the precondition). Only when it cannot
-    /// be known in time, or in a few rounds, is the answer 503.
+    /// newer version without it and a lower count means it never landed and never will (the
+    /// precondition failed for good, `None`); the same version means it has not been applied
+    /// yet, so the identical patch is sent again (at most one of the two can pass the
+    /// precondition). When it cannot be known — in time, in a few rounds, or because a newer
+    /// write may sit on top of ours — the answer is 503.
     async fn resolve_patch(
         &self,
         fingerprint: &Fingerprint,
@@ -480,8 +481,20 @@ impl<S: RrStore> Engine<S> {
                     }
                     let version = current.metadata.resource_version.as_deref();
                     if version.and_then(|v| v.parse().ok()) != Some(patch.resource_version()) {
-                        ambiguous(Ambiguity::NotApplied);
-                        return Ok(None);
+                        // Moved on without our block. Below our count, ours never landed (a
+                        // count only grows). At or above it, ours may have landed with
+                        // another write on top: counting again could count twice, so 503.
+                        let count = current
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.deduplication.as_ref())
+                            .map_or(1, |d| d.occurrence_count);
+                        if count < patch.deduplication().occurrence_count {
+                            ambiguous(Ambiguity::NotApplied);
+                            return Ok(None);
+                        }
+                        ambiguous(Ambiguity::Unknown);
+                        return Err(error.into());
                     }
                     if !self.time_for_a_call(deadline) {
                         break;

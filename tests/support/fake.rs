@@ -28,6 +28,9 @@ pub struct FakeStore {
     /// The next this many creates and status patches are applied, then answered with a
     /// timeout, as when the answer is lost on the way back.
     pub lose_answers: AtomicU64,
+    /// With `lose_answers`: another writer counts one more signal on top of each write whose
+    /// answer is lost, before anyone can re-read it.
+    pub write_on_top_of_lost: AtomicBool,
     /// Field-selector lists taken.
     pub lists: AtomicU64,
     calls: AtomicU64,
@@ -139,6 +142,14 @@ impl RrStore for FakeStore {
         }
         rr.metadata.resource_version = Some(self.bump());
         if self.answer_lost() {
+            if self.write_on_top_of_lost.load(Ordering::SeqCst) {
+                let dedup = status.deduplication.as_mut().unwrap();
+                dedup.occurrence_count += 1;
+                dedup
+                    .recent_occurrences
+                    .push(dedup.recent_occurrences.last().unwrap_or(&0) + 1);
+                rr.metadata.resource_version = Some(self.bump());
+            }
             return Err(self.lost());
         }
         Ok(rr.clone())
