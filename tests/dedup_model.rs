@@ -91,6 +91,21 @@ fn engine_with_deadline(
     )
 }
 
+/// An engine with a 5 s request deadline that has created the RR of `signal(0)`.
+async fn created(store: &Arc<FakeStore>) -> Engine<FakeStore> {
+    let engine = engine_with_deadline(store, Duration::from_millis(20), Duration::from_secs(5));
+    assert!(matches!(
+        engine.process(signal(0)).await,
+        Ok(Outcome::Created { .. })
+    ));
+    engine
+}
+
+/// The final count of every RR in `store`.
+fn final_counts(store: &FakeStore) -> Vec<i64> {
+    store.counts().values().map(|(_, count)| *count).collect()
+}
+
 /// Writes the fake store took for the only RR of `store` (its resourceVersion counts them).
 fn writes(store: &FakeStore) -> u64 {
     store.next_rv.load(Ordering::SeqCst)
@@ -149,11 +164,7 @@ async fn a_lone_create_gets_its_count_one_status_after_the_delay() {
 #[tokio::test(start_paused = true)]
 async fn a_signal_is_answered_within_its_deadline() {
     let store = Arc::new(FakeStore::default());
-    let engine = engine_with_deadline(&store, Duration::from_millis(20), Duration::from_secs(5));
-    assert!(matches!(
-        engine.process(signal(0)).await,
-        Ok(Outcome::Created { .. })
-    ));
+    let engine = created(&store).await;
     store.latency_ms.store(1500, Ordering::SeqCst);
     store.always_conflict.store(true, Ordering::SeqCst);
     let started = tokio::time::Instant::now();
@@ -164,8 +175,7 @@ async fn a_signal_is_answered_within_its_deadline() {
         "{answer:?}"
     );
     assert!(took <= Duration::from_secs(5), "answered after {took:?}");
-    let counts: Vec<i64> = store.counts().values().map(|(_, count)| *count).collect();
-    assert_eq!(counts, vec![1], "nothing counted");
+    assert_eq!(final_counts(&store), vec![1], "nothing counted");
 }
 
 /// The orchestrator sets a phase right after the create, before the gateway's initialisation:
@@ -202,11 +212,7 @@ async fn initialisation_survives_a_status_write_by_another_writer() {
 #[tokio::test(start_paused = true)]
 async fn a_lost_answer_to_an_applied_patch_is_still_counted_once() {
     let store = Arc::new(FakeStore::default());
-    let engine = engine_with_deadline(&store, Duration::from_millis(20), Duration::from_secs(5));
-    assert!(matches!(
-        engine.process(signal(0)).await,
-        Ok(Outcome::Created { .. })
-    ));
+    let engine = created(&store).await;
     store.lose_answers.store(1, Ordering::SeqCst);
     let answer = engine.process(signal(0)).await;
     assert!(
@@ -217,8 +223,7 @@ async fn a_lost_answer_to_an_applied_patch_is_still_counted_once() {
         panic!("a duplicate");
     };
     assert_eq!(count, 3);
-    let counts: Vec<i64> = store.counts().values().map(|(_, count)| *count).collect();
-    assert_eq!(counts, vec![3], "each signal counted once");
+    assert_eq!(final_counts(&store), vec![3], "each signal counted once");
 }
 
 /// The answer is lost and another replica counts a signal on top before the RR is re-read:
@@ -227,11 +232,7 @@ async fn a_lost_answer_to_an_applied_patch_is_still_counted_once() {
 #[tokio::test(start_paused = true)]
 async fn a_lost_answer_under_a_newer_write_is_not_counted_again() {
     let store = Arc::new(FakeStore::default());
-    let engine = engine_with_deadline(&store, Duration::from_millis(20), Duration::from_secs(5));
-    assert!(matches!(
-        engine.process(signal(0)).await,
-        Ok(Outcome::Created { .. })
-    ));
+    let engine = created(&store).await;
     store.lose_answers.store(1, Ordering::SeqCst);
     store.write_on_top_of_lost.store(true, Ordering::SeqCst);
     let answer = engine.process(signal(0)).await;
@@ -239,9 +240,8 @@ async fn a_lost_answer_under_a_newer_write_is_not_counted_again() {
         matches!(answer, Err(ProcessError::Unavailable(_))),
         "{answer:?}"
     );
-    let counts: Vec<i64> = store.counts().values().map(|(_, count)| *count).collect();
     assert_eq!(
-        counts,
+        final_counts(&store),
         vec![3],
         "ours and the other writer's, not ours twice"
     );
@@ -293,8 +293,7 @@ async fn replicas_that_disagree_about_a_deleted_rr_still_make_one() {
     answers.sort_unstable();
     assert_eq!(answers, [1, 2], "one create, one duplicate");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let counts: Vec<i64> = store.counts().values().map(|(_, count)| *count).collect();
-    assert_eq!(counts, vec![2], "one RR for the fingerprint");
+    assert_eq!(final_counts(&store), vec![2], "one RR for the fingerprint");
     assert!(store.lists.load(Ordering::SeqCst) >= 1);
 }
 

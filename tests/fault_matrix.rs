@@ -277,15 +277,8 @@ async fn run_case(case: Case, plane: &ControlPlane, http: &Http) -> (Vec<String>
     // Readiness of every replica after the fault.
     let mut slowest = Duration::ZERO;
     for (i, gateway) in replicas.gateways.iter().enumerate() {
-        let ready = async {
-            loop {
-                if let Ok((200, _)) = http.get(&format!("{}/readyz", gateway.health)).await {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        if tokio::time::timeout_at((fault_ended + RECOVERY).into(), ready)
+        // `ready` polls every 50 ms (and gives up after 60 s, past RECOVERY).
+        if tokio::time::timeout_at((fault_ended + RECOVERY).into(), gateway.ready(http))
             .await
             .is_err()
         {

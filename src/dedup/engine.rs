@@ -479,16 +479,13 @@ impl<S: RrStore> Engine<S> {
                         ambiguous(Ambiguity::Applied);
                         return Ok(Some(current));
                     }
-                    let version = current.metadata.resource_version.as_deref();
-                    if version.and_then(|v| v.parse().ok()) != Some(patch.resource_version()) {
+                    let state = RrState::from_rr(&current).map(|(_, state)| state);
+                    let moved_on = state.as_ref().map(|s| s.resource_version);
+                    if moved_on != Some(patch.resource_version()) {
                         // Moved on without our block. Below our count, ours never landed (a
                         // count only grows). At or above it, ours may have landed with
                         // another write on top: counting again could count twice, so 503.
-                        let count = current
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.deduplication.as_ref())
-                            .map_or(1, |d| d.occurrence_count);
+                        let count = state.map_or(1, |s| s.history.count);
                         if count < patch.deduplication().occurrence_count {
                             ambiguous(Ambiguity::NotApplied);
                             return Ok(None);
