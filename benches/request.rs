@@ -1,6 +1,8 @@
 //! The gateway's own cost per request, without network or Kubernetes: routing, limits, body
 //! read, parse, fingerprint, a processor that answers at once, response serialisation and
-//! telemetry — everything `api::routes::handle` does around the Kubernetes write.
+//! telemetry — everything `api::routes::handle` does around the Kubernetes write — with no
+//! authentication (`auth.mode: none`) and with a bearer token the decision cache already holds
+//! (the steady state of `auth.mode: kubernetes`).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,6 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::api::App;
+use gateway::auth::cache::{Cached, Limits};
+use gateway::auth::{Authenticator, Open, Reviewer, UserInfo};
 use gateway::clock::SystemClock;
 use gateway::config::ApiConfig;
 use gateway::health::Health;
@@ -28,6 +32,30 @@ impl Processor for Duplicate {
             first_seen: signal.firing_time,
             last_seen: signal.firing_time,
         })
+    }
+}
+
+/// Allows every token; reached once, on the first request.
+struct AllowAll;
+
+impl Reviewer for AllowAll {
+    fn review_token<'a>(
+        &'a self,
+        _token: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<UserInfo>, String>> {
+        Box::pin(async {
+            Ok(Some(UserInfo {
+                username: "system:serviceaccount:monitoring:alertmanager".into(),
+                ..UserInfo::default()
+            }))
+        })
+    }
+
+    fn review_access<'a>(
+        &'a self,
+        _user: &'a UserInfo,
+    ) -> futures::future::BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async { Ok(true) })
     }
 }
 
@@ -61,25 +89,41 @@ fn request(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let app = Arc::new(App::new(
-        Arc::new(Duplicate),
-        ApiConfig::default(),
-        Arc::new(Health::new()),
-        Metrics::new(),
-        Arc::new(SystemClock),
-    ));
+    let app = |auth: Arc<dyn Authenticator>| {
+        Arc::new(App::new(
+            Arc::new(Duplicate),
+            auth,
+            ApiConfig::default(),
+            Arc::new(Health::new()),
+            Metrics::new(),
+            Arc::new(SystemClock),
+        ))
+    };
+    let limits = Limits {
+        ttl: std::time::Duration::from_secs(3600),
+        negative_ttl: std::time::Duration::from_secs(10),
+        capacity: 100,
+    };
+    let cached = Arc::new(Cached::new(AllowAll, limits, Metrics::new()));
+    let token = "eyJhbGciOiJFUzI1NiJ9.".to_owned() + &"x".repeat(900);
     let mut group = c.benchmark_group("request");
-    for alerts in [1, 50] {
-        let body = payload(alerts);
-        group.bench_function(format!("handle_prometheus_{alerts}_alerts"), |b| {
-            b.iter(|| {
-                let request = http::Request::post("/api/v1/signals/prometheus")
-                    .header("content-type", "application/json")
-                    .body(Full::new(body.clone()))
-                    .unwrap_or_else(|e| panic!("{e}"));
-                black_box(runtime.block_on(gateway::api::routes::handle(app.clone(), request)))
-            })
-        });
+    for (auth, app) in [("open", app(Arc::new(Open))), ("cached_token", app(cached))] {
+        for alerts in [1, 50] {
+            if auth == "cached_token" && alerts == 50 {
+                continue;
+            }
+            let body = payload(alerts);
+            group.bench_function(format!("handle_prometheus_{alerts}_alerts_{auth}"), |b| {
+                b.iter(|| {
+                    let request = http::Request::post("/api/v1/signals/prometheus")
+                        .header("content-type", "application/json")
+                        .header("authorization", format!("Bearer {token}"))
+                        .body(Full::new(body.clone()))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    black_box(runtime.block_on(gateway::api::routes::handle(app.clone(), request)))
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -17,6 +17,8 @@ use crate::telemetry::LogFormat;
 pub struct Config {
     /// HTTP listeners and request limits.
     pub api: ApiConfig,
+    /// Who may send signals.
+    pub auth: AuthConfig,
     /// Kubernetes access.
     pub kubernetes: KubernetesConfig,
     /// Storm aggregation.
@@ -72,6 +74,82 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(25),
             retry_after_seconds: 1,
+        }
+    }
+}
+
+/// `auth.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every signal request carries a bearer token, verified with a TokenReview and authorised
+    /// with a SubjectAccessReview (cached).
+    #[default]
+    Kubernetes,
+    /// No authentication: anyone who reaches the API port may send signals. For a local run;
+    /// logged as a warning at start-up.
+    None,
+}
+
+/// `auth.*`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `kubernetes` (default) or `none`.
+    pub mode: AuthMode,
+    /// Audiences the token must be valid for (TokenReview `spec.audiences`); empty means the
+    /// apiserver's own, which is what a projected ServiceAccount token without an audience
+    /// carries.
+    pub audiences: Vec<String>,
+    /// How long an allowed token is trusted without another review; a revoked binding takes
+    /// effect within it.
+    #[serde(with = "duration")]
+    pub cache_ttl: Duration,
+    /// How long a refused token (401 or 403) is refused without another review; a new
+    /// binding takes effect within it.
+    #[serde(with = "duration")]
+    pub negative_cache_ttl: Duration,
+    /// Decisions kept (one per distinct token).
+    pub cache_size: usize,
+    /// What a sender must be allowed to do (the SubjectAccessReview's resource attributes).
+    pub authorize: AuthorizeConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Kubernetes,
+            audiences: Vec::new(),
+            cache_ttl: Duration::from_secs(60),
+            negative_cache_ttl: Duration::from_secs(10),
+            cache_size: 10_000,
+            authorize: AuthorizeConfig::default(),
+        }
+    }
+}
+
+/// `auth.authorize.*`: the SubjectAccessReview a sender must pass.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthorizeConfig {
+    /// Verb.
+    pub verb: String,
+    /// API group.
+    pub group: String,
+    /// Resource (`signals` is virtual: no API serves it, RBAC grants it all the same).
+    pub resource: String,
+    /// Namespace of the check. Default: the controller namespace (a RoleBinding there
+    /// grants access); `""` checks cluster-wide (only a ClusterRoleBinding grants it).
+    pub namespace: Option<String>,
+}
+
+impl Default for AuthorizeConfig {
+    fn default() -> Self {
+        AuthorizeConfig {
+            verb: "create".into(),
+            group: "kubernaut.ai".into(),
+            resource: "signals".into(),
+            namespace: None,
         }
     }
 }
@@ -289,6 +367,12 @@ impl Config {
         }
         if self.storm.max_concurrent_patches == 0 {
             return invalid("storm.max_concurrent_patches", "must be at least 1");
+        }
+        if self.auth.cache_size == 0 {
+            return invalid("auth.cache_size", "must be at least 1");
+        }
+        if self.auth.authorize.verb.is_empty() || self.auth.authorize.resource.is_empty() {
+            return invalid("auth.authorize", "verb and resource must not be empty");
         }
         if let Some(ns) = &self.kubernetes.namespace
             && ns.is_empty()

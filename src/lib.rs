@@ -7,6 +7,7 @@
 //! listed above it.
 //! - [`run`] and [`parts`]: the entry point and what it serves with.
 //! - [`api`]: the three HTTP listeners, limits, and the one error → response mapping.
+//! - [`auth`]: who may send signals (TokenReview + SubjectAccessReview, cached).
 //! - [`config`]: the YAML configuration, every limit a documented field with a default.
 //! - [`processor`]: the seam between the HTTP layer and deduplication.
 //! - [`dedup`]: the create-or-count engine with group commit, the RR builder, the watch.
@@ -23,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod dedup;
@@ -83,6 +85,7 @@ pub async fn run<P: Processor>(
 ) {
     let Parts {
         processor,
+        auth,
         health,
         clock,
         shutdown: tokens,
@@ -95,6 +98,7 @@ pub async fn run<P: Processor>(
     };
     let app = Arc::new(App::new(
         processor,
+        auth,
         config.api,
         health.clone(),
         Metrics::new(),

@@ -61,6 +61,9 @@ struct Args {
     /// Storm status writes: inline (in the dedup patch), async (queue) or sync (before responding) [storm.updates; default inline].
     #[arg(long, env = "GATEWAY_STORM_UPDATES")]
     storm_updates: Option<Mode>,
+    /// Sender authentication: kubernetes (TokenReview + SubjectAccessReview) or none [auth.mode; default kubernetes].
+    #[arg(long, env = "GATEWAY_AUTH_MODE")]
+    auth_mode: Option<gateway::config::AuthMode>,
     /// Log format [log.format; default json].
     #[arg(long, env = "GATEWAY_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -95,6 +98,7 @@ impl Args {
             original_payload => kubernetes.original_payload,
             storm_history_size => storm.history_size,
             storm_updates => storm.updates,
+            auth_mode => auth.mode,
             log_format => log.format,
             log_level => log.level,
         );

@@ -1,5 +1,5 @@
-//! What [`crate::run`] serves with: the [`Processor`] behind the routes, readiness, the clock,
-//! the shutdown tokens, and the background tasks the processor needs. Built against a cluster
+//! What [`crate::run`] serves with: the [`Processor`] behind the routes, who may call them,
+//! readiness, the clock, the shutdown tokens, and the background tasks the processor needs. Built against a cluster
 //! ([`Parts::kube`]), around any [`RrStore`] ([`Parts::store`], for an in-memory store), or
 //! around any [`Processor`] ([`Parts::processor`], for the HTTP contract alone).
 
@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use crate::auth::{self, Authenticator};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::dedup::{self, Engine};
 use crate::health::Health;
 use crate::index::Index;
@@ -24,6 +25,10 @@ use crate::telemetry::Metrics;
 pub struct Parts<P> {
     /// Records the signals the routes accept.
     pub processor: Arc<P>,
+    /// Decides who may send them. Against a cluster it follows `auth.mode`; the constructors
+    /// without one ([`Parts::store`], [`Parts::processor`]) start [`auth::Open`], and
+    /// [`Parts::with_auth`] replaces it.
+    pub auth: Arc<dyn Authenticator>,
     /// Readiness, shared with the watch, the Kubernetes calls and the shutdown sequence.
     pub health: Arc<Health>,
     /// Time for the routes' freshness checks (the engine holds its own handle).
@@ -54,6 +59,39 @@ impl Parts<Engine<KubeStore>> {
             health.clone(),
         ));
         let mut parts = Self::engine(config, store, namespace, Arc::new(SystemClock), health);
+        parts.auth = match config.auth.mode {
+            AuthMode::None => {
+                tracing::warn!(
+                    "auth.mode is none: anyone who can reach the API port can create RemediationRequests"
+                );
+                Arc::new(auth::Open)
+            }
+            AuthMode::Kubernetes => {
+                let authorize = &config.auth.authorize;
+                let access = auth::kube::Access {
+                    verb: authorize.verb.clone(),
+                    group: authorize.group.clone(),
+                    resource: authorize.resource.clone(),
+                    namespace: authorize
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| namespace.to_owned()),
+                };
+                let reviewer = auth::kube::KubeReviewer::new(
+                    client.clone(),
+                    access,
+                    config.auth.audiences.clone(),
+                    config.kubernetes.call_timeout,
+                    metrics.clone(),
+                );
+                let limits = auth::cache::Limits {
+                    ttl: config.auth.cache_ttl,
+                    negative_ttl: config.auth.negative_cache_ttl,
+                    capacity: config.auth.cache_size,
+                };
+                Arc::new(auth::cache::Cached::new(reviewer, limits, metrics.clone()))
+            }
+        };
         let watch = dedup::watch::run(
             kube::Api::namespaced(client, namespace),
             parts.processor.index().clone(),
@@ -116,6 +154,7 @@ impl<S: RrStore> Parts<Engine<S>> {
         let engine = Engine::new(store, index, settings, clock.clone(), metrics, storm);
         Parts {
             processor: Arc::new(engine),
+            auth: Arc::new(auth::Open),
             health,
             clock,
             shutdown,
@@ -125,12 +164,19 @@ impl<S: RrStore> Parts<Engine<S>> {
 }
 
 impl<P: Processor> Parts<P> {
+    /// The same parts, with `auth` deciding who may send signals.
+    pub fn with_auth(mut self, auth: Arc<dyn Authenticator>) -> Self {
+        self.auth = auth;
+        self
+    }
+
     /// Around `processor`, ready at once, with no background task.
     pub fn processor(processor: Arc<P>, clock: Arc<dyn Clock>) -> Self {
         let health = Arc::new(Health::new());
         health.set_index_synced(true);
         Parts {
             processor,
+            auth: Arc::new(auth::Open),
             health,
             clock,
             shutdown: Shutdown::new(),

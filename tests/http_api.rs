@@ -177,6 +177,55 @@ impl Processor for FakeProcessor {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Senders: the real decision cache over faked reviews
+// ---------------------------------------------------------------------------------------------
+
+/// The token every request of these tests carries unless it says otherwise.
+const SENDER_TOKEN: &str = "sender-token";
+/// A token whose identity may not send signals.
+const FORBIDDEN_TOKEN: &str = "forbidden-token";
+/// A token whose TokenReview cannot be made (the apiserver unreachable).
+const OUTAGE_TOKEN: &str = "outage-token";
+
+/// TokenReview and SubjectAccessReview answers for the tokens above; any other token is not
+/// authenticated. Counts the reviews.
+#[derive(Default)]
+struct Reviews {
+    made: AtomicUsize,
+}
+
+impl gateway::auth::Reviewer for Reviews {
+    fn review_token<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<gateway::auth::UserInfo>, String>> {
+        Box::pin(async move {
+            self.made.fetch_add(1, Ordering::SeqCst);
+            let user = |name: &str| gateway::auth::UserInfo {
+                username: name.to_owned(),
+                ..Default::default()
+            };
+            match token {
+                SENDER_TOKEN => Ok(Some(user("system:serviceaccount:monitoring:alertmanager"))),
+                FORBIDDEN_TOKEN => Ok(Some(user("system:serviceaccount:shop:intruder"))),
+                OUTAGE_TOKEN => Err("connection refused".into()),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn review_access<'a>(
+        &'a self,
+        user: &'a gateway::auth::UserInfo,
+    ) -> futures::future::BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            self.made.fetch_add(1, Ordering::SeqCst);
+            Ok(user.username.ends_with(":alertmanager"))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The gateway under test and the client
 // ---------------------------------------------------------------------------------------------
 
@@ -206,6 +255,7 @@ struct Running {
     /// `http://` base of the health listener.
     health_base: String,
     health: Arc<Health>,
+    reviews: Arc<Reviews>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -218,7 +268,14 @@ impl Running {
             },
             ..Config::default()
         };
-        let parts = Parts::processor(processor, clock);
+        let reviews = Arc::new(Reviews::default());
+        let limits = gateway::auth::cache::Limits {
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(60),
+            capacity: 100,
+        };
+        let auth = gateway::auth::cache::Cached::new(reviews.clone(), limits, Default::default());
+        let parts = Parts::processor(processor, clock).with_auth(Arc::new(auth));
         let health = parts.health.clone();
         let listeners = Listeners::loopback().await.unwrap();
         let base = |l: &tokio::net::TcpListener| format!("http://{}", l.local_addr().unwrap());
@@ -231,6 +288,7 @@ impl Running {
             api,
             health_base,
             health,
+            reviews,
             _stop: stop,
         }
     }
@@ -303,7 +361,9 @@ impl Gateway {
         }
     }
 
-    /// Sends a request and checks what every API response must carry.
+    /// Sends a request and checks what every API response must carry. It carries
+    /// `Authorization: Bearer` [`SENDER_TOKEN`] unless `headers` has its own `authorization`
+    /// (an empty value sends none).
     async fn send(
         &self,
         method: Method,
@@ -314,8 +374,16 @@ impl Gateway {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            request = request.header("authorization", format!("Bearer {SENDER_TOKEN}"));
+        }
         for (name, value) in headers {
-            request = request.header(*name, *value);
+            if !value.is_empty() {
+                request = request.header(*name, *value);
+            }
         }
         let response = self
             .client
@@ -1552,8 +1620,11 @@ async fn a_stalled_body_is_503_with_retry_after() {
     .await;
     let address = gw.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let head = "POST /api/v1/signals/prometheus HTTP/1.1\r\nHost: gateway\r\n\
-                Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"alerts\":";
+    let head = format!(
+        "POST /api/v1/signals/prometheus HTTP/1.1\r\nHost: gateway\r\n\
+         Authorization: Bearer {SENDER_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"alerts\":"
+    );
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), async {
@@ -1679,6 +1750,121 @@ async fn shutting_down_answers_503() {
         .await;
     assert_unavailable(&reply, PROMETHEUS, "1");
     assert!(gw.processor.seen().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication and authorisation
+// ---------------------------------------------------------------------------------------------
+
+/// 401 with `WWW-Authenticate: Bearer` and a detail that says nothing about the token.
+fn assert_unauthorized(reply: &Reply, path: &str) {
+    let detail = assert_problem(reply, StatusCode::UNAUTHORIZED, "unauthorized", path);
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    assert!(
+        detail == "a bearer token is required" || detail == "the bearer token is not valid",
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_without_a_valid_token_is_401_and_never_reaches_the_processor() {
+    let gw = Gateway::start().await;
+    let payload = webhook(vec![alert(pod_labels("api-1"))]);
+    for authorization in ["", "Bearer not-a-token", "Basic dXNlcjpwdw==", "Bearer "] {
+        let reply = gw
+            .post_with(PROMETHEUS, &[("authorization", authorization)], &payload)
+            .await;
+        assert_unauthorized(&reply, PROMETHEUS);
+    }
+    let reply = gw
+        .send(
+            Method::POST,
+            EVENT,
+            &[("authorization", ""), ("content-type", "application/json")],
+            full("{}"),
+        )
+        .await;
+    assert_unauthorized(&reply, EVENT);
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn an_identity_without_the_binding_is_403_whatever_it_claims_in_headers() {
+    let gw = Gateway::start().await;
+    let payload = webhook(vec![alert(pod_labels("api-1"))]);
+    let forbidden = format!("Bearer {FORBIDDEN_TOKEN}");
+    let reply = gw
+        .post_with(
+            PROMETHEUS,
+            &[
+                ("authorization", &forbidden),
+                // Impersonation is the apiserver's business, never the gateway's.
+                (
+                    "impersonate-user",
+                    "system:serviceaccount:monitoring:alertmanager",
+                ),
+                ("impersonate-group", "system:masters"),
+                (
+                    "x-remote-user",
+                    "system:serviceaccount:monitoring:alertmanager",
+                ),
+            ],
+            &payload,
+        )
+        .await;
+    let detail = assert_problem(&reply, StatusCode::FORBIDDEN, "forbidden", PROMETHEUS);
+    assert_eq!(detail, "this identity may not send signals");
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_review_that_cannot_be_made_is_503_so_the_sender_retries() {
+    let gw = Gateway::start().await;
+    let outage = format!("Bearer {OUTAGE_TOKEN}");
+    let reply = gw
+        .post_with(
+            PROMETHEUS,
+            &[("authorization", &outage)],
+            &webhook(vec![alert(pod_labels("api-1"))]),
+        )
+        .await;
+    assert_unavailable(&reply, PROMETHEUS, "1");
+    assert_eq!(
+        reply.json()["detail"],
+        "Authentication unavailable; retry later"
+    );
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn authentication_comes_before_the_body_and_the_cache_answers_repeats() {
+    let gw = Gateway::start().await;
+    // A declared body over the limit, without a token: refused for the token, unread.
+    let reply = gw
+        .send(
+            Method::POST,
+            PROMETHEUS,
+            &[
+                ("authorization", ""),
+                ("content-type", "text/plain"),
+                ("content-length", "999999999"),
+            ],
+            full(Bytes::new()),
+        )
+        .await;
+    assert_unauthorized(&reply, PROMETHEUS);
+    let reviews = gw._running.reviews.made.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let reply = gw
+            .post(
+                PROMETHEUS,
+                &webhook(vec![alert(pod_labels(&format!("api-{i}")))]),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+    }
+    // One TokenReview and one SubjectAccessReview for 20 requests with one token.
+    assert_eq!(gw._running.reviews.made.load(Ordering::SeqCst), reviews + 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
+use crate::auth::Denied;
 use crate::ingest::Rejection;
 use crate::processor::ProcessError;
 
@@ -48,6 +49,9 @@ pub enum ApiError {
     /// The in-flight limit was reached.
     #[error("too many requests in flight; retry later")]
     Overloaded,
+    /// Authentication or authorisation refused the request, or could not be decided.
+    #[error(transparent)]
+    Denied(#[from] Denied),
     /// The gateway is shutting down.
     #[error("shutting down; retry on another replica")]
     ShuttingDown,
@@ -92,11 +96,18 @@ impl ApiError {
                 "Method Not Allowed",
             ),
             ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad Request"),
+            ApiError::Denied(Denied::MissingToken | Denied::Unauthenticated) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+            }
+            ApiError::Denied(Denied::Forbidden) => {
+                (StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+            }
             // A stalled body is answered 503, not 408: Alertmanager drops every 4xx for good,
             // and a resend over a healthy connection can succeed.
             ApiError::BodyTimeout
             | ApiError::Overloaded
             | ApiError::ShuttingDown
+            | ApiError::Denied(Denied::Unavailable(_))
             | ApiError::Process(ProcessError::Unavailable(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service-unavailable",
@@ -132,6 +143,10 @@ impl ApiError {
                 tracing::warn!(request_id, path = instance, cause = %cause, "kubernetes unavailable");
                 "Kubernetes API unavailable; retry later".to_string()
             }
+            ApiError::Denied(Denied::Unavailable(cause)) => {
+                tracing::warn!(request_id, path = instance, cause = %cause, "authentication unavailable");
+                "Authentication unavailable; retry later".to_string()
+            }
             other => {
                 tracing::debug!(request_id, path = instance, error = %other, "request rejected");
                 other.to_string()
@@ -159,6 +174,9 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed(_) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            _ if status == StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));

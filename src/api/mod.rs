@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 
+use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::ApiConfig;
 use crate::health::Health;
@@ -27,6 +28,8 @@ use crate::telemetry::Metrics;
 pub struct App<P> {
     /// Records valid signals.
     pub processor: Arc<P>,
+    /// Decides who may send them.
+    pub auth: Arc<dyn Authenticator>,
     /// Limits and listener settings.
     pub config: ApiConfig,
     /// Readiness flags, shared with the engine and the shutdown sequence.
@@ -43,6 +46,7 @@ impl<P: Processor> App<P> {
     /// Builds the state.
     pub fn new(
         processor: Arc<P>,
+        auth: Arc<dyn Authenticator>,
         config: ApiConfig,
         health: Arc<Health>,
         metrics: Metrics,
@@ -51,6 +55,7 @@ impl<P: Processor> App<P> {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
         App {
             processor,
+            auth,
             config,
             health,
             metrics,

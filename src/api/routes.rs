@@ -93,10 +93,12 @@ where
     if request.method() != Method::POST {
         return Err(ApiError::MethodNotAllowed(request.method().to_string()));
     }
-    check_content_type(request.headers())?;
     if app.health.is_shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
+    // Who is asking, before anything else about the request is looked at.
+    let _sender = app.auth.authenticate(request.headers()).await?;
+    check_content_type(request.headers())?;
     // Shed load before reading the body: a slot is a promise to finish the work.
     let _slot = app.in_flight.clone().try_acquire_owned().map_err(|_| {
         app.metrics.rejected_overload.increment(1);

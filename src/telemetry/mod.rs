@@ -72,6 +72,10 @@ fn describe() {
         names::AMBIGUOUS_WRITES,
         "Writes whose answer was lost, by what re-reading the RR found."
     );
+    describe_counter!(
+        names::AUTH_DECISIONS,
+        "Signal requests authenticated and authorised, by outcome and whether the decision cache answered."
+    );
     describe_histogram!(
         names::HTTP_REQUEST_DURATION,
         Unit::Seconds,
@@ -266,6 +270,25 @@ impl Metrics {
             .record(seconds);
     }
 
+    /// `gateway_auth_decisions_total{outcome,cache}`: one signal request's authentication and
+    /// authorisation, decided from the cache (`hit`) or by reviews (`miss`).
+    pub fn auth_decision(&self, outcome: &str, cache_hit: bool) {
+        let outcome = AUTH_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(AUTH_OUTCOMES.len() - 1);
+        let cache = usize::from(cache_hit);
+        self.labelled.auth[outcome * 2 + cache]
+            .get_or_init(|| {
+                metrics::counter!(
+                    names::AUTH_DECISIONS,
+                    "outcome" => AUTH_OUTCOMES[outcome],
+                    "cache" => ["miss", "hit"][cache]
+                )
+            })
+            .increment(1);
+    }
+
     /// `gateway_ambiguous_writes_total{verb,resolution}`: a write whose answer was lost, and
     /// what re-reading found.
     pub fn ambiguous_write(&self, verb: Verb, resolution: Ambiguity) {
@@ -349,11 +372,23 @@ pub enum Verb {
     PatchStorm = 3,
     /// Field-selector list of one fingerprint's RRs, before a create after a terminal RR.
     List = 4,
+    /// TokenReview of a sender's bearer token (a decision-cache miss).
+    TokenReview = 5,
+    /// SubjectAccessReview of a sender's identity (a decision-cache miss).
+    AccessReview = 6,
 }
 
 impl Verb {
     fn label(self) -> &'static str {
-        ["create", "patch", "get", "patch_storm", "list"][self as usize]
+        [
+            "create",
+            "patch",
+            "get",
+            "patch_storm",
+            "list",
+            "token_review",
+            "access_review",
+        ][self as usize]
     }
 }
 
@@ -408,18 +443,31 @@ const OUTCOMES: [&str; 9] = [
     "breaker_open",
     "stale",
 ];
-const STATUSES: [u16; 11] = [200, 201, 202, 207, 400, 404, 405, 413, 415, 500, 503];
-const STATUS_LABELS: [&str; 12] = [
-    "200", "201", "202", "207", "400", "404", "405", "413", "415", "500", "503", "other",
+const STATUSES: [u16; 13] = [
+    200, 201, 202, 207, 400, 401, 403, 404, 405, 413, 415, 500, 503,
+];
+const STATUS_LABELS: [&str; 14] = [
+    "200", "201", "202", "207", "400", "401", "403", "404", "405", "413", "415", "500", "503",
+    "other",
+];
+
+/// `outcome` label values of `gateway_auth_decisions_total`.
+const AUTH_OUTCOMES: [&str; 5] = [
+    "allowed",
+    "missing_token",
+    "unauthenticated",
+    "forbidden",
+    "unavailable",
 ];
 
 /// Labelled series, registered on first use and cached, so the hot path never hashes labels.
 struct Labelled {
-    http: [OnceLock<Histogram>; 3 * 3 * 12],
+    http: [OnceLock<Histogram>; 3 * 3 * 14],
     received: [OnceLock<Counter>; 2 * 10],
     created: [OnceLock<Counter>; 2],
-    k8s_calls: [OnceLock<Counter>; 5 * 9],
-    k8s_durations: [OnceLock<Histogram>; 5],
+    k8s_calls: [OnceLock<Counter>; 7 * 9],
+    k8s_durations: [OnceLock<Histogram>; 7],
+    auth: [OnceLock<Counter>; 5 * 2],
     creation_errors: [OnceLock<Counter>; 9],
     ambiguous: [OnceLock<Counter>; 5 * 4],
 }
@@ -434,6 +482,7 @@ impl Default for Labelled {
             k8s_durations: std::array::from_fn(|_| OnceLock::new()),
             creation_errors: std::array::from_fn(|_| OnceLock::new()),
             ambiguous: std::array::from_fn(|_| OnceLock::new()),
+            auth: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 }

@@ -9,6 +9,9 @@ pub const SIGNALS_DEDUPLICATED: &str = "gateway_signals_deduplicated_total";
 pub const CRDS_CREATED: &str = "gateway_crds_created_total";
 /// Counter, label `error_type`.
 pub const CRD_CREATION_ERRORS: &str = "gateway_crd_creation_errors_total";
+/// Counter, labels `outcome` (`allowed`, `missing_token`, `unauthenticated`, `forbidden`,
+/// `unavailable`) and `cache` (`hit`, `miss`).
+pub const AUTH_DECISIONS: &str = "gateway_auth_decisions_total";
 /// Histogram (seconds), labels `route`, `status`.
 pub const HTTP_REQUEST_DURATION: &str = "gateway_http_request_duration_seconds";
 /// Counter, labels `verb`, `outcome`.
