@@ -24,11 +24,14 @@ use observe_support::{Overlay, deploy_dir, kind_name, one, run, yaml_documents};
 use serde_yaml::Value;
 
 /// What the base must contain, no more, no less.
-const BASE_KINDS: [&str; 11] = [
+const BASE_KINDS: [&str; 14] = [
+    "ClusterRole",
+    "ClusterRoleBinding",
     "ConfigMap",
     "CustomResourceDefinition",
     "Deployment",
     "Namespace",
+    "NetworkPolicy",
     "PodDisruptionBudget",
     "Role",
     "RoleBinding",
@@ -101,6 +104,8 @@ async fn every_object_of_the_base_passes_a_server_side_dry_run() {
     for object in &objects {
         let cluster_scoped = [
             "Namespace",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "CustomResourceDefinition",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",

@@ -1,11 +1,13 @@
 //! The checked-in RBAC is exactly what the gateway needs. On a control plane of its own (with
 //! an audit log), the rendered base is applied for real — its CRD, Namespace, ServiceAccount,
-//! Role and RoleBinding, ConfigMap — and gateway processes run with the ConfigMap's config,
-//! authenticated by a token of the base's ServiceAccount (TokenRequest API). They take the full
-//! path: create, duplicate, storm, and a lost create race (the one place the gateway GETs).
-//! The apiserver's audit log then shows every call they made: each was allowed, and the set of
-//! (resource, verb) they used equals the set the Role grants — nothing missing, nothing
-//! unused. The same identity is refused what the gateway must never do: delete RRs, write their
+//! Role and RoleBinding, the ClusterRoles and ClusterRoleBinding of sender authentication,
+//! ConfigMap — and gateway processes run with the ConfigMap's config, authenticated by a token
+//! of the base's ServiceAccount (TokenRequest API). A sender bound to the shipped
+//! `gateway-signal-source` takes them through the full path: authentication (TokenReview and
+//! SubjectAccessReview), create, duplicate, storm, and a lost create race (the one place the
+//! gateway GETs). The apiserver's audit log then shows every call they made: each was allowed,
+//! and the set of (resource, verb) they used equals the set the Role and the reviewer
+//! ClusterRole grant — nothing missing, nothing unused. The same identity is refused what the gateway must never do: delete RRs, write their
 //! spec, write their status other than by patch, touch another namespace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -82,11 +84,10 @@ fn kubeconfig_for_token(plane: &ControlPlane, token: &str, path: &std::path::Pat
     std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
 }
 
-/// What the Role of the base grants on RRs.
+/// What a Role or ClusterRole grants.
 fn granted(role: &Value) -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
     for rule in role["rules"].as_sequence().unwrap() {
-        assert_eq!(rule["apiGroups"][0], "kubernaut.ai", "only RRs are granted");
         for resource in rule["resources"].as_sequence().unwrap() {
             for verb in rule["verbs"].as_sequence().unwrap() {
                 grants.insert((
@@ -162,6 +163,22 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
     let binding = one(&objects, "RoleBinding");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
     assert_eq!(binding["subjects"][0]["name"], SERVICE_ACCOUNT);
+    for rule in role["rules"].as_sequence().unwrap() {
+        assert_eq!(
+            rule["apiGroups"][0], "kubernaut.ai",
+            "the Role grants only RRs"
+        );
+    }
+    // The reviews of sender authentication, cluster-wide (they read nothing).
+    let reviewer = one(&objects, "ClusterRoleBinding");
+    assert_eq!(reviewer["subjects"][0]["name"], SERVICE_ACCOUNT);
+    assert_eq!(reviewer["subjects"][0]["namespace"], NAMESPACE);
+    let reviewer_role = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ClusterRole" && o["metadata"]["name"] == reviewer["roleRef"]["name"]
+        })
+        .expect("the ClusterRole of the ClusterRoleBinding");
     let config_map = one(&objects, "ConfigMap");
     let config_file = dir.path().join("config.yaml");
     std::fs::write(
@@ -202,7 +219,7 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
         Gateway::start(&kubeconfig, NAMESPACE, &["--config", config_arg]),
         Gateway::start(&kubeconfig, NAMESPACE, &["--config", config_arg]),
     ];
-    let http = Http::new();
+    let http = Http::authorized(&support::sender_token(&plane, NAMESPACE).await);
     for gateway in &gateways {
         gateway.ready(&http).await;
     }
@@ -276,7 +293,10 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
 
     // The audit log: everything the gateways did, allowed, and exactly the Role.
     let user = format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}");
-    let expected = granted(role);
+    let expected: BTreeSet<Grant> = granted(role)
+        .union(&granted(reviewer_role))
+        .cloned()
+        .collect();
     // The log is written before each response (blocking mode); the poll only covers the
     // last events of the terminated gateways' watches.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -302,7 +322,7 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
         "[{:?}] {} audited calls by {user}, (resource, verb) used = granted = {:?}",
         began.elapsed(),
         calls.len(),
-        granted(role)
+        expected
     );
 
     // The same identity may not delete RRs or write their spec.

@@ -28,7 +28,7 @@ use gateway::k8s::history::History;
 use gateway_envtest::{ControlPlane, Fault};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
-use support::{Gateway, Http, alert, count_of};
+use support::{Gateway, Http, alert, count_of, sender_token};
 
 /// Fingerprints the load spreads over.
 const FINGERPRINTS: usize = 24;
@@ -255,10 +255,11 @@ async fn inject(
 }
 
 /// Runs one case; returns what it broke (empty when it held), and a line of figures.
-async fn run_case(case: Case, plane: &ControlPlane, http: &Http) -> (Vec<String>, String) {
+async fn run_case(case: Case, plane: &ControlPlane) -> (Vec<String>, String) {
     let prefix = format!("{case:?}").to_lowercase();
     let ns = plane.create_namespace(&prefix).await.unwrap();
     plane.warm_up_rr_writes(&ns).await.unwrap();
+    let http = &Http::authorized(&sender_token(plane, &ns).await);
     let admin: Api<RemediationRequest> = Api::namespaced(plane.direct_client().unwrap(), &ns);
     let mut replicas = Replicas::start(plane.kubeconfig_path(), &ns);
     for gateway in &replicas.gateways {
@@ -490,7 +491,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn every_fault_keeps_counts_exact_and_rrs_unique() {
     let _turn = SERIAL.lock().await;
     let plane = plane().await;
-    let http = Http::new();
     let mut broken = Vec::new();
     let mut report = String::new();
     let only = std::env::var("FAULT_MATRIX_CASE").ok();
@@ -502,7 +502,7 @@ async fn every_fault_keeps_counts_exact_and_rrs_unique() {
             continue;
         }
         let started = Instant::now();
-        let (found, figures) = run_case(case, plane, &http).await;
+        let (found, figures) = run_case(case, plane).await;
         let _ = writeln!(
             report,
             "{figures}; case took {:.0} s",
@@ -522,9 +522,9 @@ async fn every_fault_keeps_counts_exact_and_rrs_unique() {
 async fn an_isolated_timeout_keeps_the_replica_ready_and_the_count_exact() {
     let _turn = SERIAL.lock().await;
     let plane = plane().await;
-    let http = Http::new();
     let ns = plane.create_namespace("isolated").await.unwrap();
     plane.warm_up_rr_writes(&ns).await.unwrap();
+    let http = Http::authorized(&sender_token(&plane, &ns).await);
     let gateway = Gateway::start(plane.kubeconfig_path(), &ns, &[]);
     gateway.ready(&http).await;
     let url = signal_url(&gateway);

@@ -47,10 +47,13 @@ const CHART_ONLY_LABELS: [&str; 5] = [
 ];
 
 /// What the default rendering holds: the base's kinds but the Namespace (values-gated).
-const DEFAULT_KINDS: [&str; 10] = [
+const DEFAULT_KINDS: [&str; 13] = [
+    "ClusterRole",
+    "ClusterRoleBinding",
     "ConfigMap",
     "CustomResourceDefinition",
     "Deployment",
+    "NetworkPolicy",
     "PodDisruptionBudget",
     "Role",
     "RoleBinding",
@@ -408,12 +411,7 @@ async fn the_full_rendering_passes_a_server_side_dry_run() {
     let plane = control_plane().await;
     let objects = render_full("helm-full");
     let mut expected: BTreeSet<&str> = DEFAULT_KINDS.into_iter().collect();
-    expected.extend([
-        "Namespace",
-        "NetworkPolicy",
-        "PrometheusRule",
-        "ServiceMonitor",
-    ]);
+    expected.extend(["Namespace", "PrometheusRule", "ServiceMonitor"]);
     assert_eq!(kinds(&objects), expected);
     // The chart's own Namespace (Pod Security `restricted`) first, for real; the RRs'
     // namespace (config.kubernetes.namespace) is the operator's to create.

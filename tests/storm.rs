@@ -194,9 +194,11 @@ async fn a_failing_storm_patch_changes_no_response() {
 
 // ---- real control plane ----
 
-async fn namespace(prefix: &str) -> (String, kube::Client, std::path::PathBuf) {
+/// A fresh namespace on the shared plane, an admin client, the kubeconfig, and an HTTP client
+/// whose POSTs carry a sender token.
+async fn namespace(prefix: &str) -> (String, kube::Client, std::path::PathBuf, Http) {
     let stack = Stack::shared(prefix, &[]).await;
-    (stack.ns, stack.client, stack.kubeconfig)
+    (stack.ns, stack.client, stack.kubeconfig, stack.http)
 }
 
 async fn storm_of(client: &kube::Client, ns: &str, pod: &str) -> Option<StormAggregationStatus> {
@@ -232,8 +234,7 @@ async fn three_replicas_converge_on_the_single_replica_values() {
 
 /// The storm status of one RR fed by three replicas equals that of one fed by one replica.
 async fn converge(mode: &str) {
-    let (ns, client, kubeconfig) = namespace(&format!("storm-conv-{mode}")).await;
-    let http = Http::new();
+    let (ns, client, kubeconfig, http) = namespace(&format!("storm-conv-{mode}")).await;
     // A history of 64 arrivals, so windowOccurrences can reach 30.
     let args = ["--storm-updates", mode, "--storm-history-size", "64"];
     let three: Vec<Gateway> = (0..3)
@@ -275,8 +276,7 @@ async fn converge(mode: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_1000_duplicates_coalesces_storm_writes() {
-    let (ns, client, kubeconfig) = namespace("storm-burst").await;
-    let http = Http::new();
+    let (ns, client, kubeconfig, http) = namespace("storm-burst").await;
     let gateway = Gateway::start(&kubeconfig, &ns, &["--storm-updates", "async"]);
     gateway.ready(&http).await;
     send(&http, std::slice::from_ref(&gateway), &ns, "burst", 1).await;
@@ -304,8 +304,7 @@ async fn a_burst_of_1000_duplicates_coalesces_storm_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_flushes_the_pending_storm_state() {
-    let (ns, client, kubeconfig) = namespace("storm-stop").await;
-    let http = Http::new();
+    let (ns, client, kubeconfig, http) = namespace("storm-stop").await;
     let gateway = Gateway::start(
         &kubeconfig,
         &ns,
@@ -331,8 +330,7 @@ async fn shutdown_flushes_the_pending_storm_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_mode_writes_before_responding() {
-    let (ns, client, kubeconfig) = namespace("storm-sync").await;
-    let http = Http::new();
+    let (ns, client, kubeconfig, http) = namespace("storm-sync").await;
     let gateway = Gateway::start(&kubeconfig, &ns, &["--storm-updates", "sync"]);
     gateway.ready(&http).await;
     let gateways = std::slice::from_ref(&gateway);
@@ -349,8 +347,7 @@ async fn sync_mode_writes_before_responding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_mode_writes_with_the_dedup_patch() {
-    let (ns, client, kubeconfig) = namespace("storm-inline").await;
-    let http = Http::new();
+    let (ns, client, kubeconfig, http) = namespace("storm-inline").await;
     let gateway = Gateway::start(&kubeconfig, &ns, &["--storm-updates", "inline"]);
     gateway.ready(&http).await;
     let gateways = std::slice::from_ref(&gateway);

@@ -106,6 +106,23 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// `/registry` prefix so that no Kubernetes object changes.
 const EXPIRY_MARKER_KEY: &str = "/gateway-envtest/watch-history-expired";
 
+/// What kube-apiserver's audit log records: the TokenReviews and SubjectAccessReviews made
+/// against it (who made them, not their content), and nothing else, so that tests can count
+/// the API calls a gateway's authentication costs without slowing every other request.
+const AUDIT_POLICY: &str = "\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    resources:
+      - group: authentication.k8s.io
+        resources: [tokenreviews]
+      - group: authorization.k8s.io
+        resources: [subjectaccessreviews]
+  - level: None
+";
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -259,6 +276,9 @@ impl ControlPlane {
         );
 
         let cert_dir = dir.join("certs");
+        let audit_policy = dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, AUDIT_POLICY)
+            .with_context(|| format!("writing {}", audit_policy.display()))?;
         let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
             "--bind-address=127.0.0.1".to_owned(),
@@ -289,6 +309,11 @@ impl ControlPlane {
             "--endpoint-reconciler-type=none".to_owned(),
             // Open watches would otherwise hold a stop (the fault-test hooks) for 15 s.
             "--shutdown-watch-termination-grace-period=1s".to_owned(),
+            // Reviews the gateway makes, one JSON line each ([`ControlPlane::audit_events`]).
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", dir.join("audit.log").display()),
+            "--audit-log-format=json".to_owned(),
+            "--audit-log-mode=blocking".to_owned(),
         ];
         apiserver_args.extend(options.apiserver_args.iter().cloned());
         let apiserver = Supervised::new(
@@ -463,6 +488,70 @@ impl ControlPlane {
     /// etcd's log file (all runs, appended).
     pub fn etcd_log(&self) -> &Path {
         self.etcd.log_path()
+    }
+
+    /// The audit events recorded so far for `resource` (`tokenreviews` or
+    /// `subjectaccessreviews`, the only ones the policy records), each the JSON object
+    /// kube-apiserver wrote, at stage `ResponseComplete`.
+    pub fn audit_events(&self, resource: &str) -> Result<Vec<serde_json::Value>> {
+        let path = self.dir().join("audit.log");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| {
+                event["stage"] == "ResponseComplete" && event["objectRef"]["resource"] == resource
+            })
+            .collect())
+    }
+
+    /// A bearer token of the ServiceAccount `namespace/name` (created if missing), minted with
+    /// the TokenRequest API for the apiserver's own audience, valid for `expiry` (at least 10
+    /// minutes, as kube-apiserver requires).
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        expiry: Duration,
+    ) -> Result<String> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let accounts = Api::<ServiceAccount>::namespaced(self.direct_client()?, namespace);
+        let account = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        };
+        match accounts.create(&PostParams::default(), &account).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("creating ServiceAccount {namespace}/{name}"));
+            }
+        }
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(i64::try_from(expiry.as_secs()).unwrap_or(i64::MAX)),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let minted = accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("minting a token for {namespace}/{name}"))?;
+        minted
+            .status
+            .and_then(|status| status.token)
+            .filter(|token| !token.is_empty())
+            .context("the TokenRequest answered without a token")
     }
 
     /// Creates a namespace named `<prefix>-<random suffix>` and returns its name (directly,

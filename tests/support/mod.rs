@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use serde::Deserialize as _;
 
 /// A `gateway` process. Killed on drop.
 pub struct Gateway {
@@ -141,9 +142,13 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// A keep-alive HTTP/1 client.
+/// A keep-alive HTTP/1 client; with a token ([`Http::authorized`]) every POST carries it as
+/// `Authorization: Bearer`.
 #[derive(Clone)]
-pub struct Http(Client<HttpConnector, Full<Bytes>>);
+pub struct Http(
+    Client<HttpConnector, Full<Bytes>>,
+    Option<std::sync::Arc<str>>,
+);
 
 impl Default for Http {
     fn default() -> Self {
@@ -154,7 +159,25 @@ impl Default for Http {
 impl Http {
     /// A client with a connection pool.
     pub fn new() -> Self {
-        Http(Client::builder(TokioExecutor::new()).build_http())
+        Http(Client::builder(TokioExecutor::new()).build_http(), None)
+    }
+
+    /// A client whose POSTs carry `token`.
+    pub fn authorized(token: &str) -> Self {
+        Http(
+            Client::builder(TokioExecutor::new()).build_http(),
+            Some(token.into()),
+        )
+    }
+
+    fn post_request(&self, url: &str, body: &serde_json::Value) -> http::Request<Full<Bytes>> {
+        let mut request = http::Request::post(url).header("content-type", "application/json");
+        if let Some(token) = &self.1 {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap()
     }
 
     /// GET; returns status and body text.
@@ -182,10 +205,7 @@ impl Http {
         body: &serde_json::Value,
         timeout: Duration,
     ) -> Result<(u16, Option<String>, serde_json::Value), String> {
-        let request = http::Request::post(url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
+        let request = self.post_request(url, body);
         let exchange = async {
             let response = self
                 .0
@@ -217,10 +237,7 @@ impl Http {
 
     /// POST JSON; returns status and parsed body.
     pub async fn post(&self, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let request = http::Request::post(url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
+        let request = self.post_request(url, body);
         let response = self.0.request(request).await.expect("POST");
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -329,6 +346,93 @@ pub fn test_spec(pod: &str, namespace: &str) -> gateway::k8s::RemediationRequest
     gateway::dedup::rr::build(&signal, namespace, 0, jiff::Timestamp::now()).spec
 }
 
+/// Name of the ServiceAccount that [`sender_token`] mints tokens for.
+pub const SENDER: &str = "signal-sender";
+
+/// A token that may send signals to gateways whose RRs live in `namespace`: the ServiceAccount
+/// [`SENDER`] there, bound by a RoleBinding to the shipped ClusterRole `gateway-signal-source`
+/// (installed from deploy/rbac.yaml if missing), minted with the TokenRequest API. Returns once
+/// RBAC allows it, so a gateway's first SubjectAccessReview cannot race the binding.
+pub async fn sender_token(plane: &gateway_envtest::ControlPlane, namespace: &str) -> String {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+    let client = plane.direct_client().unwrap();
+    let role = signal_source_role();
+    let role_name = role.metadata.name.clone().unwrap();
+    match kube::Api::<ClusterRole>::all(client.clone())
+        .create(&Default::default(), &role)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => panic!("creating ClusterRole {role_name}: {error}"),
+    }
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "signal-sender"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": SENDER, "namespace": namespace}],
+    }))
+    .unwrap();
+    match kube::Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&Default::default(), &binding)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => panic!("creating RoleBinding {namespace}/signal-sender: {error}"),
+    }
+    let token = plane
+        .service_account_token(namespace, SENDER, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let user = format!("system:serviceaccount:{namespace}:{SENDER}");
+    eventually(
+        Duration::from_secs(30),
+        "the sender's RoleBinding in effect",
+        || may_send(&client, &user, namespace),
+    )
+    .await;
+    token
+}
+
+/// Whether RBAC lets `user` send signals to a gateway in `namespace` (the default
+/// `auth.authorize` attributes), asked the way the gateway asks.
+pub async fn may_send(client: &kube::Client, user: &str, namespace: &str) -> Option<()> {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
+        "spec": {
+            "user": user,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": {
+                "verb": "create", "group": "kubernaut.ai", "resource": "signals", "namespace": namespace
+            }
+        }
+    }))
+    .unwrap();
+    let answer = kube::Api::<SubjectAccessReview>::all(client.clone())
+        .create(&Default::default(), &review)
+        .await
+        .ok()?;
+    answer.status.filter(|s| s.allowed).map(|_| ())
+}
+
+/// The ClusterRole `gateway-signal-source` as deploy/rbac.yaml ships it.
+pub fn signal_source_role() -> k8s_openapi::api::rbac::v1::ClusterRole {
+    let path = gateway_envtest::workspace_root().join("deploy/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| serde_yaml::Value::deserialize(document).unwrap())
+        .find(|object| {
+            object["kind"] == "ClusterRole" && object["metadata"]["name"] == "gateway-signal-source"
+        })
+        .map(|object| serde_yaml::from_value(object).unwrap())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} has no ClusterRole gateway-signal-source",
+                path.display()
+            )
+        })
+}
+
 /// A control plane of the test binary's own, with the RR CRD: for tests that stop or pause its
 /// processes, which would disturb tests sharing [`gateway_envtest::shared`].
 pub async fn own_plane() -> gateway_envtest::ControlPlane {
@@ -366,7 +470,7 @@ impl Stack {
         let client = plane.client().unwrap();
         plane.warm_up_rr_writes(&ns).await.unwrap();
         let kubeconfig = plane.kubeconfig_path().to_path_buf();
-        let http = Http::new();
+        let http = Http::authorized(&sender_token(plane, &ns).await);
         let gateways: Vec<Gateway> = gateway_args
             .iter()
             .map(|args| Gateway::start(&kubeconfig, &ns, args))
