@@ -524,7 +524,7 @@ async fn an_isolated_timeout_keeps_the_replica_ready_and_the_count_exact() {
     let plane = plane().await;
     let ns = plane.create_namespace("isolated").await.unwrap();
     plane.warm_up_rr_writes(&ns).await.unwrap();
-    let http = Http::authorized(&sender_token(&plane, &ns).await);
+    let http = Http::authorized(&sender_token(plane, &ns).await);
     let gateway = Gateway::start(plane.kubeconfig_path(), &ns, &[]);
     gateway.ready(&http).await;
     let url = signal_url(&gateway);
