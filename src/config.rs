@@ -19,6 +19,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Who may send signals.
     pub auth: AuthConfig,
+    /// TLS on the API listener.
+    pub tls: TlsConfig,
     /// Kubernetes access.
     pub kubernetes: KubernetesConfig,
     /// Storm aggregation.
@@ -39,12 +41,29 @@ pub struct ApiConfig {
     pub metrics_listen: SocketAddr,
     /// Largest accepted request body in bytes; larger is 413.
     pub body_limit: usize,
-    /// Signal requests processed at once; beyond it the gateway answers 503 + Retry-After
-    /// instead of queueing without bound.
+    /// Signals (alerts, Events) being processed at once, over all requests: a batch of N
+    /// alerts takes N. Beyond it the gateway answers 503 + Retry-After instead of queueing
+    /// without bound.
     pub max_in_flight: usize,
-    /// Open connections on the API listener; beyond it new connections wait in the kernel's
-    /// accept backlog.
+    /// Alerts in one Alertmanager request; more is 413 (set the receiver's `max_alerts` at or
+    /// below it). At most `max_in_flight`.
+    pub max_alerts_per_request: usize,
+    /// Bytes of one signal's labels and annotations together (names and values, after the
+    /// common ones are merged in); more rejects that signal with 400. At most 262144.
+    pub max_signal_bytes: usize,
+    /// Open connections on the API listener. At the cap the connection idle longest is closed
+    /// to make room; only when all are busy does a new one wait in the accept backlog.
     pub max_connections: usize,
+    /// The same for the health listener (kubelet probes open a connection per probe).
+    pub health_max_connections: usize,
+    /// The same for the metrics listener.
+    pub metrics_max_connections: usize,
+    /// Largest request head (request line and headers), in bytes, on every listener; beyond
+    /// it the answer is 431. At least 8192 (a ServiceAccount token is about 1 KiB).
+    pub max_header_bytes: usize,
+    /// A keep-alive connection with no request for this long is closed (every listener).
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
     /// How long a request may take to send its headers and body before the connection is
     /// closed (slow clients must not hold in-flight slots).
     #[serde(with = "duration")]
@@ -69,12 +88,40 @@ impl Default for ApiConfig {
             metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
             body_limit: 262_144,
             max_in_flight: 1000,
-            max_connections: 10_000,
+            max_alerts_per_request: 500,
+            max_signal_bytes: 65_536,
+            max_connections: 1024,
+            health_max_connections: 64,
+            metrics_max_connections: 64,
+            max_header_bytes: 32_768,
+            idle_timeout: Duration::from_secs(120),
             read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(25),
             retry_after_seconds: 1,
         }
+    }
+}
+
+/// `tls.*`: TLS on the API listener (health and metrics stay plain HTTP).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. With `key_file`, the API listener serves only TLS.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle: when set, every client must present a certificate it issued (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the certificate and key files are checked for a change (and reloaded).
+    #[serde(with = "duration::optional")]
+    pub reload_interval: Option<Duration>,
+}
+
+impl TlsConfig {
+    /// `reload_interval`, or its default (10 s).
+    pub fn reload_interval(&self) -> Duration {
+        self.reload_interval.unwrap_or(Duration::from_secs(10))
     }
 }
 
@@ -331,8 +378,40 @@ impl Config {
         if self.api.max_in_flight == 0 {
             return invalid("api.max_in_flight", "must be at least 1");
         }
-        if self.api.max_connections == 0 {
-            return invalid("api.max_connections", "must be at least 1");
+        if self.api.max_connections == 0
+            || self.api.health_max_connections == 0
+            || self.api.metrics_max_connections == 0
+        {
+            return invalid("api.max_connections", "every listener needs at least 1");
+        }
+        if self.api.max_alerts_per_request == 0
+            || self.api.max_alerts_per_request > self.api.max_in_flight
+        {
+            return invalid(
+                "api.max_alerts_per_request",
+                "must be between 1 and api.max_in_flight",
+            );
+        }
+        if self.api.max_signal_bytes == 0 || self.api.max_signal_bytes > 262_144 {
+            return invalid("api.max_signal_bytes", "must be between 1 and 262144");
+        }
+        if self.api.max_header_bytes < 8192 {
+            return invalid("api.max_header_bytes", "must be at least 8192");
+        }
+        if self.api.idle_timeout.is_zero() {
+            return invalid("api.idle_timeout", "must be positive");
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid(
+                "tls.cert_file",
+                "tls.cert_file and tls.key_file go together",
+            );
+        }
+        if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
+            return invalid("tls.client_ca_file", "needs tls.cert_file and tls.key_file");
+        }
+        if self.tls.reload_interval().is_zero() {
+            return invalid("tls.reload_interval", "must be positive");
         }
         if self.kubernetes.call_timeout.is_zero() {
             return invalid("kubernetes.call_timeout", "must be positive");
@@ -415,6 +494,20 @@ pub mod duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         parse(&text).map_err(D::Error::custom)
+    }
+
+    /// An optional duration: absent or `null` is `None`.
+    pub mod optional {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer, de::Error};
+
+        /// serde `deserialize_with`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| super::parse(&text).map_err(D::Error::custom))
+                .transpose()
+        }
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Listeners {
     pub health: TcpListener,
     /// `/metrics`.
     pub metrics: TcpListener,
+    /// TLS for the signal API ([`api::tls::Tls::load`] from `tls.*`); `None` serves plain HTTP.
+    pub api_tls: Option<api::tls::Tls>,
 }
 
 impl Listeners {
@@ -69,6 +71,7 @@ impl Listeners {
             api: bind().await?,
             health: bind().await?,
             metrics: bind().await?,
+            api_tls: None,
         })
     }
 }
@@ -91,29 +94,45 @@ pub async fn run<P: Processor>(
         shutdown: tokens,
         tasks,
     } = parts;
-    let options = ServeOptions {
-        max_connections: config.api.max_connections,
+    let options = |name, max_connections| ServeOptions {
+        name,
+        max_connections,
         header_read_timeout: config.api.read_timeout,
+        max_header_bytes: config.api.max_header_bytes,
+        idle_timeout: config.api.idle_timeout,
         grace: config.api.shutdown_grace,
     };
+    let api_options = options("api", config.api.max_connections);
+    let health_options = options("health", config.api.health_max_connections);
+    let metrics_options = options("metrics", config.api.metrics_max_connections);
+    let handles = Metrics::new();
+    let mut tasks = tasks;
+    let acceptor = listeners.api_tls.map(|tls| {
+        tasks.push(tokio::spawn(tls.reloader(tokens.intake())));
+        tls.acceptor
+    });
     let app = Arc::new(App::new(
         processor,
         auth,
         config.api,
         health.clone(),
-        Metrics::new(),
+        handles.clone(),
         clock.clone(),
     ));
     let api = tokio::spawn(serve(
         listeners.api,
-        options.clone(),
+        api_options,
+        acceptor,
+        handles.clone(),
         move |request| routes::handle(app.clone(), request),
         tokens.intake(),
     ));
     let probe_health = health.clone();
     let probes = tokio::spawn(serve(
         listeners.health,
-        options.clone(),
+        health_options,
+        None,
+        handles.clone(),
         move |request| {
             let response = probes::handle(&probe_health, &*clock, &request);
             async move { response }
@@ -122,7 +141,9 @@ pub async fn run<P: Processor>(
     ));
     let scrapes = tokio::spawn(serve(
         listeners.metrics,
-        options,
+        metrics_options,
+        None,
+        handles,
         |_request| async { metrics::handle() },
         tokens.intake(),
     ));

@@ -64,6 +64,15 @@ struct Args {
     /// Sender authentication: kubernetes (TokenReview + SubjectAccessReview) or none [auth.mode; default kubernetes].
     #[arg(long, env = "GATEWAY_AUTH_MODE")]
     auth_mode: Option<gateway::config::AuthMode>,
+    /// PEM certificate chain: with --tls-key-file the API listener serves TLS only [tls.cert_file].
+    #[arg(long, env = "GATEWAY_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file [tls.key_file].
+    #[arg(long, env = "GATEWAY_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle: clients must present a certificate it issued (mTLS) [tls.client_ca_file].
+    #[arg(long, env = "GATEWAY_TLS_CLIENT_CA_FILE")]
+    tls_client_ca_file: Option<PathBuf>,
     /// Log format [log.format; default json].
     #[arg(long, env = "GATEWAY_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -99,6 +108,9 @@ impl Args {
             storm_history_size => storm.history_size,
             storm_updates => storm.updates,
             auth_mode => auth.mode,
+            tls_cert_file => tls.cert_file,
+            tls_key_file => tls.key_file,
+            tls_client_ca_file => tls.client_ca_file,
             log_format => log.format,
             log_level => log.level,
         );
@@ -144,10 +156,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))
     };
+    let api_tls = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert_file), Some(key_file)) => Some(
+            gateway::api::tls::Tls::load(gateway::api::tls::TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                client_ca_file: config.tls.client_ca_file.clone(),
+                reload_interval: config.tls.reload_interval(),
+            })
+            .context("tls")?,
+        ),
+        _ => None,
+    };
     let listeners = gateway::Listeners {
         api: bind(config.api.listen).await?,
         health: bind(config.api.health_listen).await?,
         metrics: bind(config.api.metrics_listen).await?,
+        api_tls,
     };
     let (client, namespace) = gateway::k8s::connect(
         config.kubernetes.kubeconfig.as_deref(),
@@ -156,6 +181,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .await?;
     tracing::info!(
         api = %listeners.api.local_addr()?,
+        tls = listeners.api_tls.is_some(),
+        mtls = config.tls.client_ca_file.is_some(),
+        auth = ?config.auth.mode,
         health = %listeners.health.local_addr()?,
         metrics = %listeners.metrics.local_addr()?,
         namespace,

@@ -418,7 +418,8 @@ impl Gateway {
     }
 }
 
-/// `X-Request-ID` is a v4 UUID and the five security headers are present (DESIGN.md §2).
+/// `X-Request-ID` is a v4 UUID and the security headers are present (DESIGN.md §2); HSTS only
+/// over TLS, so never here (tests/tls.rs checks it there).
 fn assert_api_headers(reply: &Reply) {
     let id = reply
         .header("x-request-id")
@@ -430,10 +431,6 @@ fn assert_api_headers(reply: &Reply) {
         ("x-frame-options", "DENY"),
         ("content-security-policy", "default-src 'none'"),
         ("referrer-policy", "no-referrer"),
-        (
-            "strict-transport-security",
-            "max-age=31536000; includeSubDomains",
-        ),
     ] {
         assert_eq!(
             reply.header(name),
@@ -442,6 +439,7 @@ fn assert_api_headers(reply: &Reply) {
             reply.status
         );
     }
+    assert_eq!(reply.header("strict-transport-security"), None);
 }
 
 /// An RFC 7807 body with every field of DESIGN.md §2; returns its `detail`.
@@ -1299,7 +1297,17 @@ fn padded_with_annotation(pod: &str, size: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn body_limit_is_262144_bytes() {
-    let gw = Gateway::start().await;
+    // Signals as large as the body allows, so the body limit is what is tested here.
+    let config = ApiConfig {
+        max_signal_bytes: BODY_LIMIT,
+        ..ApiConfig::default()
+    };
+    let gw = Gateway::start_with(
+        FakeProcessor::default(),
+        config,
+        Arc::new(ManualClock::new(now())),
+    )
+    .await;
     let cases: [(&str, Padder); 2] = [
         ("ws", padded_with_whitespace),
         ("ann", padded_with_annotation),
@@ -1320,6 +1328,162 @@ async fn body_limit_is_262144_bytes() {
         );
     }
     assert_eq!(gw.processor.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn more_alerts_than_allowed_per_request_is_413_before_any_is_recorded() {
+    let gw = Gateway::start().await;
+    let batch = |n: usize| {
+        webhook(
+            (0..n)
+                .map(|i| alert(pod_labels(&format!("many-{i}"))))
+                .collect(),
+        )
+    };
+    let reply = gw.post(PROMETHEUS, &batch(501)).await;
+    let detail = assert_problem(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-many-alerts",
+        PROMETHEUS,
+    );
+    assert_eq!(
+        detail,
+        "payload carries 501 alerts; at most 500 per request"
+    );
+    assert!(gw.processor.seen().is_empty());
+    let reply = gw.post(PROMETHEUS, &batch(500)).await;
+    assert_eq!(reply.status, StatusCode::MULTI_STATUS);
+    assert_eq!(gw.processor.seen().len(), 500);
+}
+
+/// The amplification body: ~200 KiB of `commonAnnotations` and hundreds of tiny alerts on
+/// distinct pods. Each alert would carry the common annotations into its own RR; over
+/// `api.max_signal_bytes` each is rejected, so the payload is 400 and nothing is recorded.
+/// (With 700 alerts, as the issue measured, the alert cap answers 413 first.)
+#[tokio::test]
+async fn common_annotations_over_the_signal_limit_reject_every_alert_of_the_batch() {
+    let gw = Gateway::start().await;
+    let starts_at = now().to_string();
+    let tiny = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"status": "firing", "labels": {"pod": format!("a{i}")}, "startsAt": starts_at}))
+            .collect()
+    };
+    let mut payload = webhook(tiny(400));
+    payload["commonLabels"] = json!({"alertname": "Amplified", "namespace": "prod"});
+    payload["commonAnnotations"] = json!({"runbook": "r".repeat(200 * 1024)});
+    let body = serde_json::to_vec(&payload).unwrap();
+    assert!(body.len() <= BODY_LIMIT, "{} bytes", body.len());
+    let reply = gw.post_raw(PROMETHEUS, &[], body).await;
+    let detail = assert_problem(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "signal-too-large",
+        PROMETHEUS,
+    );
+    assert!(
+        detail.starts_with("all 400 alerts were rejected; first: labels and annotations take"),
+        "{detail}"
+    );
+    payload["alerts"] = json!(tiny(700));
+    let body = serde_json::to_vec(&payload).unwrap();
+    assert!(body.len() <= BODY_LIMIT, "{} bytes", body.len());
+    let reply = gw.post_raw(PROMETHEUS, &[], body).await;
+    assert_problem(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-many-alerts",
+        PROMETHEUS,
+    );
+    assert!(gw.processor.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_signal_over_the_label_and_annotation_limit_is_rejected_alone() {
+    let gw = Gateway::start().await;
+    let mut large = alert(pod_labels("large"));
+    large["annotations"]["description"] = json!("d".repeat(65_536));
+    let reply = gw
+        .post(
+            PROMETHEUS,
+            &webhook(vec![large.clone(), alert(pod_labels("small"))]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::MULTI_STATUS);
+    let body = reply.json();
+    assert_eq!(body["results"][0]["status"], "rejected", "{body}");
+    assert!(
+        body["results"][0]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("at most 65536 per signal"),
+        "{body}"
+    );
+    assert_eq!(body["results"][1]["status"], "created", "{body}");
+    assert_eq!(gw.processor.seen().len(), 1);
+    // The limit counts names and values: just at it is accepted.
+    let mut at = alert(pod_labels("at-limit"));
+    let used = |a: &Value| -> usize {
+        ["labels", "annotations"]
+            .iter()
+            .flat_map(|m| a[*m].as_object().unwrap())
+            .map(|(k, v)| k.len() + v.as_str().unwrap().len())
+            .sum()
+    };
+    at["annotations"]["description"] = json!("");
+    let fill = 65_536 - used(&at);
+    at["annotations"]["description"] = json!("d".repeat(fill));
+    let reply = gw.post(PROMETHEUS, &webhook(vec![at])).await;
+    assert_created(&reply, "prod:Pod:at-limit");
+}
+
+/// `api.max_in_flight` counts alerts, not requests: with one alert held inside the
+/// processor and three slots, a batch of three does not fit and is 503 as a whole, nothing of
+/// it recorded; a batch of two does.
+#[tokio::test]
+async fn in_flight_slots_are_counted_by_alerts() {
+    let gate = Arc::new(Gate::new());
+    let config = ApiConfig {
+        max_in_flight: 3,
+        max_alerts_per_request: 3,
+        ..ApiConfig::default()
+    };
+    let gw = Arc::new(
+        Gateway::start_with(
+            FakeProcessor::gated(gate.clone()),
+            config,
+            Arc::new(ManualClock::new(now())),
+        )
+        .await,
+    );
+    let held = tokio::spawn({
+        let gw = gw.clone();
+        async move {
+            gw.post(PROMETHEUS, &webhook(vec![alert(pod_labels("held"))]))
+                .await
+        }
+    });
+    gate.entered.notified().await;
+    let three = webhook(vec![
+        alert(pod_labels("c")),
+        alert(pod_labels("d")),
+        alert(pod_labels("e")),
+    ]);
+    let reply = gw.post(PROMETHEUS, &three).await;
+    assert_unavailable(&reply, PROMETHEUS, "1");
+    assert_eq!(
+        gw.processor.seen().len(),
+        1,
+        "nothing of the batch was recorded"
+    );
+    gate.release.add_permits(3);
+    let two = webhook(vec![alert(pod_labels("a")), alert(pod_labels("b"))]);
+    assert_eq!(
+        gw.post(PROMETHEUS, &two).await.status,
+        StatusCode::MULTI_STATUS
+    );
+    assert_eq!(held.await.unwrap().status, StatusCode::CREATED);
 }
 
 #[tokio::test]

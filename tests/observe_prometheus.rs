@@ -158,7 +158,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     let b_config = dir.path().join("b.yaml");
     std::fs::write(
         &b_config,
-        "api: {max_in_flight: 1}\nstorm: {threshold: 2, updates: async, queue_capacity: 1, flush_interval: 1s}\n",
+        "api: {max_in_flight: 1, max_alerts_per_request: 1, health_max_connections: 2}\nstorm: {threshold: 2, updates: async, queue_capacity: 1, flush_interval: 1s}\n",
     )
     .unwrap();
     let Stack {
@@ -282,7 +282,49 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         },
     )
     .await;
-    log("load done: creates, duplicates, events, 4xx, storms, race, overload, overflow");
+    // Limits: a batch over B's one alert per request (413), a signal over the 64 KiB of
+    // labels and annotations (400), and a request without a token (401).
+    drive_until(
+        &http,
+        &[&a, &b],
+        "gateway_limit_rejections_total",
+        "limits",
+        async |round| {
+            let mut two = alert("Limits", &ns, &format!("limit-{round}"));
+            let second = two["alerts"][0].clone();
+            two["alerts"].as_array_mut().unwrap().push(second);
+            let (status, body) = http.post(&signal(&b), &two).await;
+            assert_eq!(status, 413, "{body}");
+            let mut large = alert("Limits", &ns, &format!("large-{round}"));
+            large["alerts"][0]["annotations"]["description"] = "x".repeat(70_000).into();
+            let (status, body) = http.post(&signal(&a), &large).await;
+            assert_eq!(status, 400, "{body}");
+            let (status, body) = Http::new()
+                .post(&signal(&a), &alert("Limits", &ns, "anonymous"))
+                .await;
+            assert_eq!(status, 401, "{body}");
+        },
+    )
+    .await;
+    // Evictions: three idle connections to B's health listener, capped at two.
+    drive_until(
+        &http,
+        &[&b],
+        "gateway_connections_evicted_total",
+        "eviction",
+        async |_| {
+            let address = b.health.trim_start_matches("http://").to_owned();
+            let mut idle = Vec::new();
+            for _ in 0..3 {
+                idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let (status, _) = http.get(&format!("{}/readyz", b.health)).await.unwrap();
+            assert_eq!(status, 200);
+        },
+    )
+    .await;
+    log("load done: creates, duplicates, events, 4xx, storms, race, overload, overflow, limits");
 
     // Outage: 503s until the breaker opens, which Prometheus must see before the restart.
     plane.stop_apiserver().await.unwrap();

@@ -30,6 +30,7 @@ pub fn pod_signal(namespace: &str, pod: &str) -> Signal {
         annotations: BTreeMap::new(),
         firing_time: jiff::Timestamp::now(),
         raw: "{}".into(),
+        origin: Default::default(),
     }
 }
 

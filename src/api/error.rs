@@ -76,6 +76,9 @@ impl ApiError {
     /// Status code, problem slug and title.
     fn classify(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
+            ApiError::Rejected(r @ Rejection::TooManyAlerts { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, r.slug(), "Payload Too Large")
+            }
             ApiError::Rejected(r) | ApiError::AllRejected { first: r, .. } => {
                 (StatusCode::BAD_REQUEST, r.slug(), "Bad Request")
             }

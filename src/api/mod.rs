@@ -1,6 +1,6 @@
-//! The HTTP side: the API listener ([`routes`]: signal routes, limits, errors), the health
-//! listener ([`probes`]: `/healthz`, `/readyz`), the metrics listener ([`metrics`]), and the
-//! accept loop they share ([`server`]).
+//! The HTTP side: the API listener ([`routes`]: signal routes, limits, errors; optionally over
+//! [`tls`]), the health listener ([`probes`]: `/healthz`, `/readyz`), the metrics listener
+//! ([`metrics`]), and the accept loop they share ([`server`]).
 //!
 //! Errors become responses in one place ([`error`]); the processing behind the routes is a
 //! [`Processor`] so this layer is tested on its own.
@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod probes;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -38,7 +39,7 @@ pub struct App<P> {
     pub metrics: Metrics,
     /// Time source for freshness checks.
     pub clock: Arc<dyn Clock>,
-    /// One permit per signal request being processed (`api.max_in_flight`).
+    /// One permit per signal (alert or Event) being processed (`api.max_in_flight`).
     pub in_flight: Arc<Semaphore>,
 }
 

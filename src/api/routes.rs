@@ -10,9 +10,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::BodyExt;
 use serde::Serialize;
 
+use super::server::Peer;
 use super::{ApiError, App};
 use crate::ingest::adapters::{alertmanager, kubernetes_event};
-use crate::ingest::{Rejection, Signal};
+use crate::ingest::{Limits, Origin, Rejection, Signal, check_signal_bytes};
 use crate::processor::{Outcome, ProcessError, Processor};
 use crate::telemetry::{Route, Source};
 
@@ -31,6 +32,10 @@ where
     let request_id = uuid::Uuid::new_v4().to_string();
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
+    let over_tls = request
+        .extensions()
+        .get::<Peer>()
+        .is_some_and(|peer| peer.tls);
     let route = match path.as_str() {
         PROMETHEUS_PATH => Route::Prometheus,
         EVENT_PATH => Route::KubernetesEvent,
@@ -40,7 +45,7 @@ where
         Ok(response) => response,
         Err(error) => error.into_response(&path, &request_id, app.config.retry_after_seconds),
     };
-    decorate(response.headers_mut(), &request_id);
+    decorate(response.headers_mut(), &request_id, over_tls);
     app.metrics.http_request(
         route,
         &method,
@@ -57,8 +62,9 @@ where
     response
 }
 
-/// Security headers and the request id, on every API response.
-fn decorate(headers: &mut HeaderMap, request_id: &str) {
+/// Security headers and the request id, on every API response; HSTS only over TLS (over plain
+/// HTTP it would be meaningless, and browsers ignore it there).
+fn decorate(headers: &mut HeaderMap, request_id: &str, over_tls: bool) {
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", id);
     }
@@ -72,10 +78,12 @@ fn decorate(headers: &mut HeaderMap, request_id: &str) {
         HeaderValue::from_static("default-src 'none'"),
     );
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    headers.insert(
-        "strict-transport-security",
-        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-    );
+    if over_tls {
+        headers.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
 }
 
 async fn dispatch<P: Processor, B>(
@@ -96,34 +104,53 @@ where
     if app.health.is_shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
-    // Who is asking, before anything else about the request is looked at.
-    let _sender = app.auth.authenticate(request.headers()).await?;
+    // Who is asking, before anything else about the request is looked at: an unauthenticated
+    // client never gets to send a body.
+    let sender = app.auth.authenticate(request.headers()).await?;
     check_content_type(request.headers())?;
-    // Shed load before reading the body: a slot is a promise to finish the work.
-    let _slot = app.in_flight.clone().try_acquire_owned().map_err(|_| {
-        app.metrics.rejected_overload.increment(1);
-        ApiError::Overloaded
-    })?;
     let _gauge = InFlight::enter(&app.metrics.in_flight);
     let x_timestamp = request
         .headers()
         .get("x-timestamp")
         .map(|v| v.as_bytes().to_vec());
+    let origin = Origin {
+        sender: sender.map(|user| user.username),
+        peer: request.extensions().get::<Peer>().map(|peer| peer.addr),
+    };
     let mut body = read_body(app, request).await?;
     let now = app.clock.now();
+    let limits = Limits {
+        max_alerts: app.config.max_alerts_per_request,
+        max_signal_bytes: app.config.max_signal_bytes,
+    };
     match route {
         Route::Prometheus => {
-            let alerts = alertmanager::parse(&mut body, x_timestamp.as_deref(), now)?;
-            for signal in alerts.iter().flatten() {
-                app.metrics
-                    .signal_received(Source::Prometheus, &signal.severity);
+            let mut alerts =
+                alertmanager::parse_limited(&mut body, x_timestamp.as_deref(), now, &limits)
+                    .inspect_err(|rejection| app.metrics.limit_rejected_by(rejection))?;
+            drop(body);
+            for alert in &mut alerts {
+                match alert {
+                    Ok(signal) => {
+                        app.metrics
+                            .signal_received(Source::Prometheus, &signal.severity);
+                        signal.origin = origin.clone();
+                    }
+                    Err(rejection) => app.metrics.limit_rejected_by(rejection),
+                }
             }
+            let _slots = take_slots(app, alerts.iter().filter(|a| a.is_ok()).count())?;
             prometheus(app, alerts).await
         }
         Route::KubernetesEvent => {
-            let signal = kubernetes_event::parse(&mut body, now)?;
+            let mut signal = kubernetes_event::parse(&mut body, now)?;
+            drop(body);
+            check_signal_bytes(&signal.labels, &signal.annotations, &limits)
+                .inspect_err(|rejection| app.metrics.limit_rejected_by(rejection))?;
             app.metrics
                 .signal_received(Source::KubernetesEvent, &signal.severity);
+            signal.origin = origin;
+            let _slots = take_slots(app, 1)?;
             let fingerprint = signal.fingerprint;
             let outcome = app.processor.process(signal).await?;
             Ok(single(&fingerprint.to_string(), outcome))
@@ -131,6 +158,27 @@ where
         // Answered 404 before the body was read.
         Route::Other => Err(ApiError::NotFound(String::new())),
     }
+}
+
+/// One in-flight slot per signal (`api.max_in_flight` counts alerts, not requests), taken once
+/// the body is read and parsed, so a slow body holds a connection but never a slot. All or
+/// none: a batch that does not fit is 503 as a whole.
+fn take_slots<P: Processor>(
+    app: &App<P>,
+    signals: usize,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+    if signals == 0 {
+        return Ok(None);
+    }
+    let wanted = u32::try_from(signals).unwrap_or(u32::MAX);
+    app.in_flight
+        .clone()
+        .try_acquire_many_owned(wanted)
+        .map(Some)
+        .map_err(|_| {
+            app.metrics.rejected_overload.increment(1);
+            ApiError::Overloaded
+        })
 }
 
 /// `Content-Type` may be absent; when present it must be `application/json`, parameters
@@ -161,6 +209,7 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
+        app.metrics.limit_rejected("body_bytes");
         return Err(too_large);
     }
     let body = std::pin::pin!(request.into_body());
@@ -171,6 +220,7 @@ where
             let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
             if let Ok(data) = frame.into_data() {
                 if buffer.len() + data.len() > limit {
+                    app.metrics.limit_rejected("body_bytes");
                     return Err(ApiError::PayloadTooLarge { limit });
                 }
                 buffer.extend_from_slice(&data);
@@ -180,7 +230,10 @@ where
     };
     tokio::time::timeout(app.config.read_timeout, read)
         .await
-        .map_err(|_| ApiError::BodyTimeout)??;
+        .map_err(|_| {
+            app.metrics.limit_rejected("body_timeout");
+            ApiError::BodyTimeout
+        })??;
     Ok(buffer)
 }
 

@@ -320,6 +320,14 @@ impl<S: RrStore> Engine<S> {
                     SignalSource::KubernetesEvents => Source::KubernetesEvent,
                 });
                 *created = RrState::from_rr(&stored).map(|(_, state)| state);
+                let origin = &first.signal.origin;
+                tracing::info!(
+                    rr = name,
+                    fingerprint = %first.signal.fingerprint,
+                    sender = origin.sender.as_deref().unwrap_or(""),
+                    peer = origin.peer.map(|peer| peer.to_string()).unwrap_or_default(),
+                    "RemediationRequest created"
+                );
                 if let Some(waiter) = pending.pop_front() {
                     let _ = waiter.reply.send(Ok(Outcome::Created {
                         name,

@@ -15,6 +15,12 @@ use crate::k8s::types::{
     truncate_chars,
 };
 
+/// Annotation naming the authenticated identity whose signal created the RR.
+pub const CREATED_BY_ANNOTATION: &str = "kubernaut.ai/created-by";
+/// Annotation with the IP address the creating signal came from (the sender, or the last proxy
+/// before the gateway).
+pub const CREATED_FROM_ANNOTATION: &str = "kubernaut.ai/created-from";
+
 /// What `spec.originalPayload` carries (`kubernetes.original_payload`).
 #[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -74,11 +80,22 @@ pub fn build_with(
         signal_annotations: cut(&signal.annotations, ANNOTATION_VALUE_MAX),
         original_payload: Some(original_payload(signal, payload)),
     };
+    let mut annotations = BTreeMap::new();
+    if let Some(sender) = &signal.origin.sender {
+        annotations.insert(
+            CREATED_BY_ANNOTATION.to_owned(),
+            truncate_chars(sender, ANNOTATION_VALUE_MAX).to_owned(),
+        );
+    }
+    if let Some(peer) = signal.origin.peer {
+        annotations.insert(CREATED_FROM_ANNOTATION.to_owned(), peer.ip().to_string());
+    }
     RemediationRequest {
         metadata: ObjectMeta {
             name: Some(rr_name(&signal.fingerprint, generation)),
             namespace: Some(namespace.to_owned()),
             labels: Some([(GENERATION_LABEL.to_string(), generation.to_string())].into()),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             ..ObjectMeta::default()
         },
         spec,

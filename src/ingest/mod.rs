@@ -53,10 +53,70 @@ pub struct Signal {
     pub firing_time: Timestamp,
     /// The raw alert or event as JSON text, for `spec.originalPayload` (capped there).
     pub raw: String,
+    /// Who sent it, from where (set by the HTTP layer; empty from an adapter).
+    pub origin: Origin,
 }
 
-/// Why a payload, or one alert of it, can never succeed. Every variant is a 400: Alertmanager
-/// drops 4xx for good, so only input that no retry could fix lands here.
+/// Who sent a signal and from where, recorded on the RR it creates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The authenticated identity (`auth.mode: kubernetes`), e.g.
+    /// `system:serviceaccount:monitoring:alertmanager`.
+    pub sender: Option<String>,
+    /// The peer address of the connection.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// What one request may carry (`api.max_alerts_per_request`, `api.max_signal_bytes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Alerts in one Alertmanager payload.
+    pub max_alerts: usize,
+    /// Bytes of one signal's labels and annotations together, names and values.
+    pub max_signal_bytes: usize,
+}
+
+impl Default for Limits {
+    /// The configuration's defaults.
+    fn default() -> Self {
+        Limits {
+            max_alerts: 500,
+            max_signal_bytes: 65_536,
+        }
+    }
+}
+
+/// Bytes of `labels` and `annotations` together: every name and value.
+pub fn signal_bytes(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> usize {
+    labels
+        .iter()
+        .chain(annotations)
+        .map(|(k, v)| k.len() + v.len())
+        .sum()
+}
+
+/// Refuses a signal whose labels and annotations exceed `limits.max_signal_bytes`.
+pub fn check_signal_bytes(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    limits: &Limits,
+) -> Result<(), Rejection> {
+    let bytes = signal_bytes(labels, annotations);
+    if bytes > limits.max_signal_bytes {
+        return Err(Rejection::TooLarge {
+            bytes,
+            max: limits.max_signal_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Why a payload, or one alert of it, can never succeed. Every variant is a 400 but
+/// [`Rejection::TooManyAlerts`] (413): Alertmanager drops 4xx for good, so only input that no
+/// retry could fix lands here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     /// The body is not JSON of the expected shape.
@@ -86,6 +146,23 @@ pub enum Rejection {
     /// A timestamp that is unparseable, too old or too far in the future.
     #[error("{0}")]
     Freshness(String),
+    /// More alerts in one payload than `api.max_alerts_per_request` (413: the sender must split
+    /// it, e.g. with Alertmanager's `max_alerts`).
+    #[error("payload carries {count} alerts; at most {max} per request")]
+    TooManyAlerts {
+        /// Alerts in the payload.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A signal whose labels and annotations exceed `api.max_signal_bytes`.
+    #[error("labels and annotations take {bytes} bytes; at most {max} per signal")]
+    TooLarge {
+        /// Their size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl Rejection {
@@ -99,6 +176,8 @@ impl Rejection {
             | Rejection::InvalidField { .. }
             | Rejection::UnsupportedEventType(_) => "validation-error",
             Rejection::Freshness(_) => "stale-signal",
+            Rejection::TooManyAlerts { .. } => "too-many-alerts",
+            Rejection::TooLarge { .. } => "signal-too-large",
         }
     }
 }

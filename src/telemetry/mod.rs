@@ -76,6 +76,14 @@ fn describe() {
         names::AUTH_DECISIONS,
         "Signal requests authenticated and authorised, by outcome and whether the decision cache answered."
     );
+    describe_counter!(
+        names::LIMIT_REJECTIONS,
+        "Requests or signals refused by a request limit, by limit."
+    );
+    describe_counter!(
+        names::CONNECTIONS_EVICTED,
+        "Idle connections closed to make room at a listener's connection cap, by listener."
+    );
     describe_histogram!(
         names::HTTP_REQUEST_DURATION,
         Unit::Seconds,
@@ -289,6 +297,35 @@ impl Metrics {
             .increment(1);
     }
 
+    /// `gateway_limit_rejections_total{limit}`; `limit` is one of [`LIMITS`].
+    pub fn limit_rejected(&self, limit: &'static str) {
+        let slot = LIMITS.iter().position(|l| *l == limit).unwrap_or(0);
+        self.labelled.limits[slot]
+            .get_or_init(|| metrics::counter!(names::LIMIT_REJECTIONS, "limit" => LIMITS[slot]))
+            .increment(1);
+    }
+
+    /// Counts `rejection` under [`Self::limit_rejected`] when a limit caused it.
+    pub fn limit_rejected_by(&self, rejection: &crate::ingest::Rejection) {
+        match rejection {
+            crate::ingest::Rejection::TooManyAlerts { .. } => {
+                self.limit_rejected("alerts_per_request")
+            }
+            crate::ingest::Rejection::TooLarge { .. } => self.limit_rejected("signal_bytes"),
+            _ => {}
+        }
+    }
+
+    /// `gateway_connections_evicted_total{listener}`.
+    pub fn connection_evicted(&self, listener: &'static str) {
+        let slot = LISTENERS.iter().position(|l| *l == listener).unwrap_or(0);
+        self.labelled.evicted[slot]
+            .get_or_init(
+                || metrics::counter!(names::CONNECTIONS_EVICTED, "listener" => LISTENERS[slot]),
+            )
+            .increment(1);
+    }
+
     /// `gateway_ambiguous_writes_total{verb,resolution}`: a write whose answer was lost, and
     /// what re-reading found.
     pub fn ambiguous_write(&self, verb: Verb, resolution: Ambiguity) {
@@ -451,6 +488,17 @@ const STATUS_LABELS: [&str; 14] = [
     "other",
 ];
 
+/// `limit` label values of `gateway_limit_rejections_total`.
+pub const LIMITS: [&str; 4] = [
+    "alerts_per_request",
+    "signal_bytes",
+    "body_bytes",
+    "body_timeout",
+];
+
+/// `listener` label values.
+const LISTENERS: [&str; 3] = ["api", "health", "metrics"];
+
 /// `outcome` label values of `gateway_auth_decisions_total`.
 const AUTH_OUTCOMES: [&str; 5] = [
     "allowed",
@@ -469,7 +517,9 @@ struct Labelled {
     k8s_durations: [OnceLock<Histogram>; 7],
     auth: [OnceLock<Counter>; 5 * 2],
     creation_errors: [OnceLock<Counter>; 9],
-    ambiguous: [OnceLock<Counter>; 5 * 4],
+    ambiguous: [OnceLock<Counter>; 7 * 4],
+    limits: [OnceLock<Counter>; 4],
+    evicted: [OnceLock<Counter>; 3],
 }
 
 impl Default for Labelled {
@@ -483,6 +533,8 @@ impl Default for Labelled {
             creation_errors: std::array::from_fn(|_| OnceLock::new()),
             ambiguous: std::array::from_fn(|_| OnceLock::new()),
             auth: std::array::from_fn(|_| OnceLock::new()),
+            limits: std::array::from_fn(|_| OnceLock::new()),
+            evicted: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 }

@@ -12,6 +12,12 @@ pub const CRD_CREATION_ERRORS: &str = "gateway_crd_creation_errors_total";
 /// Counter, labels `outcome` (`allowed`, `missing_token`, `unauthenticated`, `forbidden`,
 /// `unavailable`) and `cache` (`hit`, `miss`).
 pub const AUTH_DECISIONS: &str = "gateway_auth_decisions_total";
+/// Counter, label `limit` (`alerts_per_request`, `signal_bytes`, `body_bytes`,
+/// `body_timeout`): requests or signals refused by a request limit.
+pub const LIMIT_REJECTIONS: &str = "gateway_limit_rejections_total";
+/// Counter, label `listener` (`api`, `health`, `metrics`): idle connections closed to make
+/// room for a new one at the listener's connection cap.
+pub const CONNECTIONS_EVICTED: &str = "gateway_connections_evicted_total";
 /// Histogram (seconds), labels `route`, `status`.
 pub const HTTP_REQUEST_DURATION: &str = "gateway_http_request_duration_seconds";
 /// Counter, labels `verb`, `outcome`.

@@ -27,7 +27,9 @@ use super::wire::{Str, StrMap, first_non_empty};
 use crate::fingerprint::Fingerprint;
 use crate::ingest::freshness::{self, check_not_future, check_not_stale};
 use crate::ingest::target;
-use crate::ingest::{Rejection, SEVERITY_MAX_CHARS, SIGNAL_NAME_MAX_CHARS, Signal};
+use crate::ingest::{
+    Limits, Rejection, SEVERITY_MAX_CHARS, SIGNAL_NAME_MAX_CHARS, Signal, check_signal_bytes,
+};
 use crate::k8s::types::{ResourceRef, SignalSource, truncate_chars};
 
 /// Labels that name the target resource, in precedence order: (label, its path as a rejection
@@ -135,12 +137,26 @@ pub fn parse(
     x_timestamp: Option<&[u8]>,
     now: Timestamp,
 ) -> Result<Vec<Result<Signal, Rejection>>, Rejection> {
+    parse_limited(body, x_timestamp, now, &Limits::default())
+}
+
+/// [`parse`] with the request limits: more than `limits.max_alerts` alerts rejects the payload
+/// ([`Rejection::TooManyAlerts`]) before any alert is built, and an alert whose merged labels
+/// and annotations exceed `limits.max_signal_bytes` is rejected alone ([`Rejection::TooLarge`])
+/// — its copy of the common labels and annotations is dropped at once, so a large
+/// `commonAnnotations` is never held once per alert.
+pub fn parse_limited(
+    body: &mut [u8],
+    x_timestamp: Option<&[u8]>,
+    now: Timestamp,
+    limits: &Limits,
+) -> Result<Vec<Result<Signal, Rejection>>, Rejection> {
     let header_checked = check_x_timestamp(x_timestamp, now)?;
     let webhook: Webhook<'_> = super::wire::with_simd_buffers(|buffers| {
         simd_json::serde::from_slice_with_buffers(body, buffers)
     })
     .map_err(|e| Rejection::MalformedJson(e.to_string()))?;
-    signals(webhook, header_checked, now)
+    signals(webhook, header_checked, now, limits)
 }
 
 /// [`parse`] with serde_json as the decoder: same wire structs, same rules. Not used on the
@@ -154,7 +170,7 @@ pub fn parse_with_serde_json(
     let header_checked = check_x_timestamp(x_timestamp, now)?;
     let webhook: Webhook<'_> =
         serde_json::from_slice(body).map_err(|e| Rejection::MalformedJson(e.to_string()))?;
-    signals(webhook, header_checked, now)
+    signals(webhook, header_checked, now, &Limits::default())
 }
 
 /// Checks `X-Timestamp` when present; says whether it was.
@@ -172,10 +188,17 @@ fn signals(
     webhook: Webhook<'_>,
     header_checked: bool,
     now: Timestamp,
+    limits: &Limits,
 ) -> Result<Vec<Result<Signal, Rejection>>, Rejection> {
     let alerts = webhook.alerts.unwrap_or_default();
     if alerts.is_empty() {
         return Err(Rejection::NoAlerts);
+    }
+    if alerts.len() > limits.max_alerts {
+        return Err(Rejection::TooManyAlerts {
+            count: alerts.len(),
+            max: limits.max_alerts,
+        });
     }
 
     let starts: Vec<Result<Option<Timestamp>, Rejection>> = alerts
@@ -205,7 +228,15 @@ fn signals(
     Ok(alerts
         .iter()
         .zip(starts)
-        .map(|(alert, starts_at)| to_signal(alert, starts_at, &common_labels, &common_annotations))
+        .map(|(alert, starts_at)| {
+            to_signal(
+                alert,
+                starts_at,
+                &common_labels,
+                &common_annotations,
+                limits,
+            )
+        })
         .collect())
 }
 
@@ -214,6 +245,7 @@ fn to_signal(
     starts_at: Result<Option<Timestamp>, Rejection>,
     common_labels: &BTreeMap<String, String>,
     common_annotations: &BTreeMap<String, String>,
+    limits: &Limits,
 ) -> Result<Signal, Rejection> {
     let mut labels = common_labels.clone();
     if let Some(own) = &alert.labels {
@@ -247,6 +279,7 @@ fn to_signal(
     if let Some(own) = &alert.annotations {
         own.merge_into(&mut annotations);
     }
+    check_signal_bytes(&labels, &annotations, limits)?;
     // Serialising borrowed strings and string maps cannot fail; an empty `raw` would only cost
     // the RR its copy of the payload.
     let raw = simd_json::to_string(alert).unwrap_or_default();
@@ -262,6 +295,7 @@ fn to_signal(
         annotations,
         firing_time,
         raw,
+        origin: Default::default(),
     })
 }
 

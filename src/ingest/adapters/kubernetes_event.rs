@@ -239,6 +239,7 @@ pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
         annotations,
         firing_time,
         raw: dom.encode(),
+        origin: Default::default(),
     })
 }
 
