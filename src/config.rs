@@ -104,7 +104,7 @@ impl Default for ApiConfig {
 }
 
 /// `tls.*`: TLS on the API listener (health and metrics stay plain HTTP).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first. With `key_file`, the API listener serves only TLS.
@@ -114,14 +114,18 @@ pub struct TlsConfig {
     /// PEM CA bundle: when set, every client must present a certificate it issued (mTLS).
     pub client_ca_file: Option<PathBuf>,
     /// How often the certificate and key files are checked for a change (and reloaded).
-    #[serde(with = "duration::optional")]
-    pub reload_interval: Option<Duration>,
+    #[serde(with = "duration")]
+    pub reload_interval: Duration,
 }
 
-impl TlsConfig {
-    /// `reload_interval`, or its default (10 s).
-    pub fn reload_interval(&self) -> Duration {
-        self.reload_interval.unwrap_or(Duration::from_secs(10))
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_interval: Duration::from_secs(10),
+        }
     }
 }
 
@@ -410,7 +414,7 @@ impl Config {
         if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
             return invalid("tls.client_ca_file", "needs tls.cert_file and tls.key_file");
         }
-        if self.tls.reload_interval().is_zero() {
+        if self.tls.reload_interval.is_zero() {
             return invalid("tls.reload_interval", "must be positive");
         }
         if self.kubernetes.call_timeout.is_zero() {
@@ -494,20 +498,6 @@ pub mod duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         parse(&text).map_err(D::Error::custom)
-    }
-
-    /// An optional duration: absent or `null` is `None`.
-    pub mod optional {
-        use std::time::Duration;
-
-        use serde::{Deserialize, Deserializer, de::Error};
-
-        /// serde `deserialize_with`.
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            Option::<String>::deserialize(d)?
-                .map(|text| super::parse(&text).map_err(D::Error::custom))
-                .transpose()
-        }
     }
 }
 

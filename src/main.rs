@@ -162,7 +162,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 cert_file: cert_file.clone(),
                 key_file: key_file.clone(),
                 client_ca_file: config.tls.client_ca_file.clone(),
-                reload_interval: config.tls.reload_interval(),
+                reload_interval: config.tls.reload_interval,
             })
             .context("tls")?,
         ),

@@ -123,6 +123,10 @@ rules:
   - level: None
 ";
 
+/// The gateway's ClusterRole for senders (deploy/rbac.yaml), which
+/// [`ControlPlane::signal_sender_token`] binds.
+pub const SIGNAL_SOURCE_ROLE: &str = "gateway-signal-source";
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -552,6 +556,76 @@ impl ControlPlane {
             .and_then(|status| status.token)
             .filter(|token| !token.is_empty())
             .context("the TokenRequest answered without a token")
+    }
+
+    /// A token of the ServiceAccount `namespace/account` that may send signals to gateways whose
+    /// RRs live in `namespace`: the account (created if missing) bound by a RoleBinding
+    /// `<account>-sends-signals` to the gateway's ClusterRole `gateway-signal-source`, as
+    /// deploy/rbac.yaml ships it (created if missing). Returns once RBAC allows it (asked the
+    /// way a gateway with the default `auth.authorize` asks), so a gateway's first review
+    /// cannot race the binding.
+    pub async fn signal_sender_token(&self, namespace: &str, account: &str) -> Result<String> {
+        use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+        use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+        use serde::Deserialize as _;
+        let client = self.direct_client()?;
+        let rbac = workspace_root().join("deploy/rbac.yaml");
+        let text = std::fs::read_to_string(&rbac)
+            .with_context(|| format!("reading {}", rbac.display()))?;
+        let role: ClusterRole = serde_yaml::Deserializer::from_str(&text)
+            .filter_map(|document| serde_yaml::Value::deserialize(document).ok())
+            .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == SIGNAL_SOURCE_ROLE)
+            .map(serde_yaml::from_value)
+            .transpose()?
+            .with_context(|| {
+                format!("{} has no ClusterRole {SIGNAL_SOURCE_ROLE}", rbac.display())
+            })?;
+        let created = |result: std::result::Result<(), kube::Error>| match result {
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            other => other,
+        };
+        created(
+            Api::<ClusterRole>::all(client.clone())
+                .create(&PostParams::default(), &role)
+                .await
+                .map(drop),
+        )
+        .with_context(|| format!("creating ClusterRole {SIGNAL_SOURCE_ROLE}"))?;
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{account}-sends-signals")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SIGNAL_SOURCE_ROLE},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+        }))?;
+        created(
+            Api::<RoleBinding>::namespaced(client.clone(), namespace)
+                .create(&PostParams::default(), &binding)
+                .await
+                .map(drop),
+        )
+        .with_context(|| format!("creating the RoleBinding of {namespace}/{account}"))?;
+        let token = self
+            .service_account_token(namespace, account, Duration::from_secs(24 * 3600))
+            .await?;
+        let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({"spec": {
+            "user": format!("system:serviceaccount:{namespace}:{account}"),
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{namespace}"), "system:authenticated"],
+            "resourceAttributes": {"verb": "create", "group": "kubernaut.ai", "resource": "signals", "namespace": namespace},
+        }}))?;
+        let deadline = Instant::now() + self.startup_timeout;
+        // Bounded by the deadline.
+        loop {
+            let answer = Api::<SubjectAccessReview>::all(client.clone())
+                .create(&PostParams::default(), &review)
+                .await
+                .context("asking whether the sender may send")?;
+            if answer.status.is_some_and(|status| status.allowed) {
+                return Ok(token);
+            }
+            if Instant::now() >= deadline {
+                bail!("the RoleBinding of {namespace}/{account} was not in effect in time");
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
     }
 
     /// Creates a namespace named `<prefix>-<random suffix>` and returns its name (directly,

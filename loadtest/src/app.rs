@@ -40,6 +40,9 @@ struct Env {
     kube: Option<kube::Client>,
     /// How long the count check may wait for RR statuses to catch up.
     check_timeout: Duration,
+    /// The `Authorization` header the load carries (`--token-file`, or a token minted in
+    /// self-start mode).
+    authorization: Option<hyper::header::HeaderValue>,
 }
 
 impl Env {
@@ -102,8 +105,14 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     Ok(Report::new(scenario, label, phases))
 }
 
+/// `Bearer <token>` as a header value.
+fn bearer(token: &str) -> anyhow::Result<hyper::header::HeaderValue> {
+    hyper::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        .context("the token is not a valid header value")
+}
+
 /// Given targets, or a self-started control plane with its gateways (unless only the floor
-/// runs); the Kubernetes client when there is a kubeconfig.
+/// runs); the Kubernetes client when there is a kubeconfig; the token the load carries.
 async fn prepare(args: &Args, http: &HttpClient) -> anyhow::Result<Env> {
     let bases = |urls: &[String]| {
         urls.iter()
@@ -117,7 +126,13 @@ async fn prepare(args: &Args, http: &HttpClient) -> anyhow::Result<Env> {
         metrics: bases(&args.metrics_targets)?,
         kube: None,
         check_timeout: args.check_timeout,
+        authorization: None,
     };
+    if let Some(path) = &args.token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --token-file {}", path.display()))?;
+        env.authorization = Some(bearer(&token)?);
+    }
     let mut kubeconfig = args.kubeconfig.clone();
     if !args.targets.is_empty() {
         let need = !(args.floor || args.compare) || kubeconfig.is_some();
@@ -138,6 +153,16 @@ async fn prepare(args: &Args, http: &HttpClient) -> anyhow::Result<Env> {
             args.etcd_storage
         );
         let cp = stack::start_control_plane(args, path.clone()).await?;
+        let open = args
+            .gateway_args
+            .windows(2)
+            .any(|w| w[0] == "--auth-mode" && w[1] == "none")
+            || args.gateway_args.iter().any(|a| a == "--auth-mode=none");
+        if !open && env.authorization.is_none() {
+            env.authorization = Some(bearer(
+                &cp.signal_sender_token(&args.namespace, "loadtest").await?,
+            )?);
+        }
         env.control_plane = Some(cp);
         for i in (0..args.replicas as usize).filter(|_| !args.floor) {
             let g = GatewayProcess::start(i, args, &path, http).await?;
@@ -179,12 +204,15 @@ async fn gateway_phase(args: &Args, s: &Scenario, env: &mut Env, http: &HttpClie
     let (length, targets) = (s.length().as_secs_f64(), env.targets.len());
     eprintln!("gateway phase: {length:.0}s of load on {targets} target(s)");
     let naming = Arc::new(s.naming(""));
-    let sink = GatewaySink::new(
+    let mut sink = GatewaySink::new(
         http.clone(),
         env.targets.clone(),
         naming,
         args.request_timeout,
     );
+    if let Some(authorization) = &env.authorization {
+        sink = sink.with_authorization(authorization.clone());
+    }
     let mut phase = run_phase(s, Sink::Gateway(sink, targets), args).await;
     let load_end = Instant::now();
     phase.control_plane = control_plane.finish();

@@ -29,6 +29,12 @@ pub struct Args {
     /// With --targets: kubeconfig of the gateways' cluster, for the count check and --floor.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// With --targets: a file holding the bearer token every request carries (the gateways'
+    /// `auth.mode: kubernetes`). Self-start mints one itself: a ServiceAccount bound to the
+    /// shipped ClusterRole `gateway-signal-source`, unless a --gateway-arg sets
+    /// `--auth-mode=none`.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Namespace the RRs live in (the gateways' controller namespace). Self-start creates it.
     #[arg(long, default_value = "loadtest")]
     pub namespace: String,

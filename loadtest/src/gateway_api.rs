@@ -101,6 +101,8 @@ pub struct GatewaySink {
     naming: Arc<Naming>,
     /// Deadline of a whole request, body included.
     timeout: Duration,
+    /// `Authorization` header value, when the gateways authenticate senders.
+    authorization: Option<hyper::header::HeaderValue>,
 }
 
 impl GatewaySink {
@@ -113,7 +115,14 @@ impl GatewaySink {
             next,
             naming,
             timeout: t,
+            authorization: None,
         }
+    }
+
+    /// Every request carries `authorization` (e.g. `Bearer <token>`).
+    pub fn with_authorization(mut self, authorization: hyper::header::HeaderValue) -> Self {
+        self.authorization = Some(authorization);
+        self
     }
 
     /// Sends one request; `seq` makes Event names unique.
@@ -125,9 +134,12 @@ impl GatewaySink {
             .map(|s| self.naming.fingerprint(s.fp))
             .collect();
         let body = self.naming.body(plan, seq, Timestamp::now());
-        let req = Request::post(format!("{target}{}", plan.route.path()))
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::from(body));
+        let mut req = Request::post(format!("{target}{}", plan.route.path()))
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(authorization) = &self.authorization {
+            req = req.header(hyper::header::AUTHORIZATION, authorization.clone());
+        }
+        let req = req.body(Full::from(body));
         let answer = match req {
             Ok(req) => exchange(&self.client, req, self.timeout).await,
             Err(e) => Err(e.into()),

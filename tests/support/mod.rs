@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize as _;
 
 /// A `gateway` process. Killed on drop.
 pub struct Gateway {
@@ -349,88 +348,10 @@ pub fn test_spec(pod: &str, namespace: &str) -> gateway::k8s::RemediationRequest
 /// Name of the ServiceAccount that [`sender_token`] mints tokens for.
 pub const SENDER: &str = "signal-sender";
 
-/// A token that may send signals to gateways whose RRs live in `namespace`: the ServiceAccount
-/// [`SENDER`] there, bound by a RoleBinding to the shipped ClusterRole `gateway-signal-source`
-/// (installed from deploy/rbac.yaml if missing), minted with the TokenRequest API. Returns once
-/// RBAC allows it, so a gateway's first SubjectAccessReview cannot race the binding.
+/// A token that may send signals to gateways whose RRs live in `namespace` (the
+/// ServiceAccount [`SENDER`] there, bound to the shipped `gateway-signal-source`).
 pub async fn sender_token(plane: &gateway_envtest::ControlPlane, namespace: &str) -> String {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-    let client = plane.direct_client().unwrap();
-    let role = signal_source_role();
-    let role_name = role.metadata.name.clone().unwrap();
-    match kube::Api::<ClusterRole>::all(client.clone())
-        .create(&Default::default(), &role)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => panic!("creating ClusterRole {role_name}: {error}"),
-    }
-    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "signal-sender"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
-        "subjects": [{"kind": "ServiceAccount", "name": SENDER, "namespace": namespace}],
-    }))
-    .unwrap();
-    match kube::Api::<RoleBinding>::namespaced(client.clone(), namespace)
-        .create(&Default::default(), &binding)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => panic!("creating RoleBinding {namespace}/signal-sender: {error}"),
-    }
-    let token = plane
-        .service_account_token(namespace, SENDER, Duration::from_secs(3600))
-        .await
-        .unwrap();
-    let user = format!("system:serviceaccount:{namespace}:{SENDER}");
-    eventually(
-        Duration::from_secs(30),
-        "the sender's RoleBinding in effect",
-        || may_send(&client, &user, namespace),
-    )
-    .await;
-    token
-}
-
-/// Whether RBAC lets `user` send signals to a gateway in `namespace` (the default
-/// `auth.authorize` attributes), asked the way the gateway asks.
-pub async fn may_send(client: &kube::Client, user: &str, namespace: &str) -> Option<()> {
-    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-    let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
-        "spec": {
-            "user": user,
-            "groups": ["system:serviceaccounts", "system:authenticated"],
-            "resourceAttributes": {
-                "verb": "create", "group": "kubernaut.ai", "resource": "signals", "namespace": namespace
-            }
-        }
-    }))
-    .unwrap();
-    let answer = kube::Api::<SubjectAccessReview>::all(client.clone())
-        .create(&Default::default(), &review)
-        .await
-        .ok()?;
-    answer.status.filter(|s| s.allowed).map(|_| ())
-}
-
-/// The ClusterRole `gateway-signal-source` as deploy/rbac.yaml ships it.
-pub fn signal_source_role() -> k8s_openapi::api::rbac::v1::ClusterRole {
-    let path = gateway_envtest::workspace_root().join("deploy/rbac.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|document| serde_yaml::Value::deserialize(document).unwrap())
-        .find(|object| {
-            object["kind"] == "ClusterRole" && object["metadata"]["name"] == "gateway-signal-source"
-        })
-        .map(|object| serde_yaml::from_value(object).unwrap())
-        .unwrap_or_else(|| {
-            panic!(
-                "{} has no ClusterRole gateway-signal-source",
-                path.display()
-            )
-        })
+    plane.signal_sender_token(namespace, SENDER).await.unwrap()
 }
 
 /// A control plane of the test binary's own, with the RR CRD: for tests that stop or pause its

@@ -95,6 +95,14 @@ value means "unset" (kubernetes.namespace, kubernetes.kubeconfig).
 {{- end }}
 {{- end }}
 {{- $_ := set $config "kubernetes" $kubernetes }}
+{{- /* Empty TLS files mean plain HTTP: leave them out. */ -}}
+{{- $tls := omit $config.tls "cert_file" "key_file" "client_ca_file" }}
+{{- range $key := list "cert_file" "key_file" "client_ca_file" }}
+{{- with get $config.tls $key }}
+{{- $_ := set $tls $key . }}
+{{- end }}
+{{- end }}
+{{- $_ := set $config "tls" $tls }}
 {{- /* An empty history_size means the gateway's default (the threshold): leave it out. */ -}}
 {{- if not $config.storm.history_size }}
 {{- $_ := set $config "storm" (omit $config.storm "history_size") }}
