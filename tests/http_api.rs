@@ -2150,3 +2150,89 @@ async fn readyz_follows_index_sync_kube_reachability_and_shutdown() {
     listener.health.set_index_synced(true);
     assert_not_ready(&listener.get("/readyz").await, "shutting down");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------------------------
+
+/// One request on a fresh connection, answered within a second, or why not.
+async fn get_once(base: &str, path: &str) -> Result<StatusCode, String> {
+    let request = Request::get(format!("{base}{path}"))
+        .body(full(Bytes::new()))
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(1), client().request(request)).await {
+        Ok(Ok(response)) => Ok(response.status()),
+        Ok(Err(error)) => Err(format!("{error:?}")),
+        Err(_) => Err("no answer within 1 s".into()),
+    }
+}
+
+/// A flood of idle connections (here 1000 against a cap of 64) cannot lock the kubelet out:
+/// at the cap the connection idle longest is closed to admit the new one.
+#[tokio::test]
+async fn a_thousand_idle_connections_to_the_health_port_do_not_delay_readyz() {
+    let gw = Gateway::start().await;
+    let base = gw._running.health_base.clone();
+    let address = base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(get_once(&base, "/readyz").await, Ok(StatusCode::OK));
+    eprintln!("/readyz answered in {:?} behind 1000 idle connections", started.elapsed());
+    // The API listener too: a real sender still gets through.
+    let api = gw.base.trim_start_matches("http://").to_owned();
+    for _ in 0..1100 {
+        idle.push(tokio::net::TcpStream::connect(&api).await.unwrap());
+    }
+    let reply = gw
+        .post(PROMETHEUS, &webhook(vec![alert(pod_labels("after-flood"))]))
+        .await;
+    assert_created(&reply, "prod:Pod:after-flood");
+}
+
+/// A keep-alive connection with no request for `api.idle_timeout` is closed by the gateway.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = ApiConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..ApiConfig::default()
+    };
+    let gw = Gateway::start_with(
+        FakeProcessor::default(),
+        config,
+        Arc::new(ManualClock::new(now())),
+    )
+    .await;
+    let address = gw._running.health_base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    // Kept alive, then closed by the server once idle for 300 ms: EOF well within 5 s.
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+}
+
+/// Request heads over `api.max_header_bytes` are refused with 431, before the route runs.
+#[tokio::test]
+async fn headers_over_the_limit_are_431() {
+    let gw = Gateway::start().await;
+    let big = "x".repeat(40 * 1024);
+    let request = Request::post(format!("{}{PROMETHEUS}", gw.base))
+        .header("content-type", "application/json")
+        .header("x-padding", big)
+        .body(full(serde_json::to_vec(&webhook(vec![alert(pod_labels("big"))])).unwrap()))
+        .unwrap();
+    let response = gw.client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(gw.processor.seen().is_empty());
+}

@@ -97,7 +97,9 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
-        .max_buf_size(options.max_header_bytes.max(8192))
+        .max_header_size(options.max_header_bytes)
+        // The read buffer: a whole head, or body chunks; never hyper's default of ~400 KB.
+        .max_buf_size(options.max_header_bytes.max(64 * 1024))
         .keep_alive(true);
     let builder = Arc::new(builder);
     let mut next_id = 0u64;
