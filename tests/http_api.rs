@@ -2180,7 +2180,10 @@ async fn a_thousand_idle_connections_to_the_health_port_do_not_delay_readyz() {
     }
     let started = std::time::Instant::now();
     assert_eq!(get_once(&base, "/readyz").await, Ok(StatusCode::OK));
-    eprintln!("/readyz answered in {:?} behind 1000 idle connections", started.elapsed());
+    eprintln!(
+        "/readyz answered in {:?} behind 1000 idle connections",
+        started.elapsed()
+    );
     // The API listener too: a real sender still gets through.
     let api = gw.base.trim_start_matches("http://").to_owned();
     for _ in 0..1100 {
@@ -2206,7 +2209,11 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
         Arc::new(ManualClock::new(now())),
     )
     .await;
-    let address = gw._running.health_base.trim_start_matches("http://").to_owned();
+    let address = gw
+        ._running
+        .health_base
+        .trim_start_matches("http://")
+        .to_owned();
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
@@ -2219,7 +2226,11 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let started = std::time::Instant::now();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await;
     assert!(matches!(read, Ok(Ok(0))), "{read:?}");
-    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// Request heads over `api.max_header_bytes` are refused with 431, before the route runs.
@@ -2230,9 +2241,14 @@ async fn headers_over_the_limit_are_431() {
     let request = Request::post(format!("{}{PROMETHEUS}", gw.base))
         .header("content-type", "application/json")
         .header("x-padding", big)
-        .body(full(serde_json::to_vec(&webhook(vec![alert(pod_labels("big"))])).unwrap()))
+        .body(full(
+            serde_json::to_vec(&webhook(vec![alert(pod_labels("big"))])).unwrap(),
+        ))
         .unwrap();
     let response = gw.client.request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
     assert!(gw.processor.seen().is_empty());
 }
