@@ -65,25 +65,6 @@ fn kubectl_apply(plane: &ControlPlane, objects: &[Value]) {
     assert!(ok, "kubectl apply failed:\n{out}\n{err}");
 }
 
-/// A kubeconfig like the admin's (same server and CA) whose only user is `token`.
-fn kubeconfig_for_token(plane: &ControlPlane, token: &str, path: &std::path::Path) {
-    let mut config: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(plane.kubeconfig_path()).unwrap()).unwrap();
-    let cluster = config["clusters"][0]["name"].clone();
-    config["users"] = serde_yaml::from_str(&format!(
-        "[{{name: {SERVICE_ACCOUNT}, user: {{token: \"{token}\"}}}}]"
-    ))
-    .unwrap();
-    config["contexts"] = serde_yaml::from_str(&format!(
-        "[{{name: {SERVICE_ACCOUNT}, context: {{cluster: {}, user: {SERVICE_ACCOUNT}, \
-         namespace: {NAMESPACE}}}}}]",
-        cluster.as_str().unwrap()
-    ))
-    .unwrap();
-    config["current-context"] = SERVICE_ACCOUNT.into();
-    std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
-}
-
 /// What a Role or ClusterRole grants.
 fn granted(role: &Value) -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
@@ -213,7 +194,7 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
         .and_then(|status| status.token)
         .expect("a token");
     let kubeconfig = dir.path().join("kubeconfig-gateway");
-    kubeconfig_for_token(&plane, &token, &kubeconfig);
+    support::kubeconfig_for_token(&plane, &token, NAMESPACE, &kubeconfig);
     let config_arg = config_file.to_str().unwrap();
     let gateways = [
         Gateway::start(&kubeconfig, NAMESPACE, &["--config", config_arg]),

@@ -354,6 +354,30 @@ pub async fn sender_token(plane: &gateway_envtest::ControlPlane, namespace: &str
     plane.signal_sender_token(namespace, SENDER).await.unwrap()
 }
 
+/// Writes to `path` a kubeconfig like the plane's admin one (same server and CA) whose only
+/// user authenticates with `token`, in `namespace`: for a gateway process running as a
+/// ServiceAccount.
+pub fn kubeconfig_for_token(
+    plane: &gateway_envtest::ControlPlane,
+    token: &str,
+    namespace: &str,
+    path: &std::path::Path,
+) {
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(plane.kubeconfig_path()).unwrap()).unwrap();
+    let cluster = config["clusters"][0]["name"].as_str().unwrap().to_owned();
+    config["users"] = serde_json::from_value(serde_json::json!([
+        {"name": "token-user", "user": {"token": token}}
+    ]))
+    .unwrap();
+    config["contexts"] = serde_json::from_value(serde_json::json!([
+        {"name": "token-user", "context": {"cluster": cluster, "user": "token-user", "namespace": namespace}}
+    ]))
+    .unwrap();
+    config["current-context"] = "token-user".into();
+    std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
+}
+
 /// A control plane of the test binary's own, with the RR CRD: for tests that stop or pause its
 /// processes, which would disturb tests sharing [`gateway_envtest::shared`].
 pub async fn own_plane() -> gateway_envtest::ControlPlane {
