@@ -1,5 +1,7 @@
 //! A real Alertmanager (Debian's `prometheus-alertmanager`) as the gateway's client, with the
-//! receiver of `deploy/alertmanager/alertmanager.yml` (only the url's host:port changed) and
+//! receiver of `deploy/alertmanager/alertmanager.yml` (only the url's host:port, the token
+//! file and the CA file changed): over TLS, with a ServiceAccount token minted by the
+//! TokenRequest API and bound to the shipped `gateway-signal-source`; and
 //! a real Prometheus whose always-firing rule watches a real target (the gateway's own metrics
 //! endpoint). Proven: the RR appears with the fingerprint SHA-256("<ns>:Pod:<pod>") and the
 //! Pod as target; each repeat notification raises its count; while the apiserver is stopped
@@ -20,7 +22,7 @@ use sha2::Digest as _;
 use support::{Http, Stack, count_of, eventually, metric_value, rrs_of};
 
 /// Where the shipped receiver points: the Service of `deploy/`.
-const SHIPPED_URL_BASE: &str = "http://gateway.remediation.svc:8080";
+const SHIPPED_URL_BASE: &str = "https://gateway.remediation.svc:8080";
 const POD: &str = "payments-0";
 const ALERT: &str = "PodCrashLooping";
 
@@ -31,8 +33,9 @@ fn amtool_check(path: &std::path::Path) {
     assert!(ok, "amtool check-config {}: {out}{err}", path.display());
 }
 
-/// The shipped config with the receiver's url pointed at `api` and the timings shortened.
-fn alertmanager_config(api: &str) -> String {
+/// The shipped config with the receiver's url pointed at `api`, its token and CA files at
+/// `token` and `ca`, and the timings shortened.
+fn alertmanager_config(api: &str, token: &std::path::Path, ca: &std::path::Path) -> String {
     let shipped = deploy_dir().join("alertmanager/alertmanager.yml");
     amtool_check(&shipped);
     let mut config: serde_yaml::Value =
@@ -49,6 +52,12 @@ fn alertmanager_config(api: &str) -> String {
         "the shipped receiver"
     );
     webhooks[0]["url"] = url.replace(SHIPPED_URL_BASE, api).into();
+    let http_config = &mut webhooks[0]["http_config"];
+    assert_eq!(http_config["authorization"]["type"], "Bearer");
+    http_config["authorization"]["credentials_file"] = token.display().to_string().into();
+    http_config["tls_config"]["ca_file"] = ca.display().to_string().into();
+    // The test certificate names 127.0.0.1, not the Service.
+    http_config["tls_config"]["server_name"] = "127.0.0.1".into();
     // Seconds instead of minutes and hours, so repeats come every second.
     for (key, value) in [
         ("group_wait", "1s"),
@@ -87,17 +96,30 @@ async fn alertmanager_deliveries_become_exact_counts_on_one_rr_across_an_outage(
     let dir = tempfile::tempdir().unwrap();
     // envtest shortens the apiserver's wait on open watches, so the outage below starts at once.
     let plane = support::own_plane().await;
+    let ca = support::certs::Ca::new("gateway-ca");
+    let serving = ca.server(dir.path(), "gateway-tls", "gateway");
+    let ca_file = ca.write(&dir.path().join("ca.crt"));
+    let tls = [
+        "--tls-cert-file",
+        serving.cert.to_str().unwrap(),
+        "--tls-key-file",
+        serving.key.to_str().unwrap(),
+    ];
     let Stack {
         ns,
         client,
         http,
         mut gateways,
         ..
-    } = Stack::open(&plane, "alertmanager", &[&[]]).await;
+    } = Stack::open(&plane, "alertmanager", &[&tls]).await;
     let gateway = gateways.remove(0);
+    let token_file = dir.path().join("alertmanager-token");
+    let token = plane.signal_sender_token(&ns, "alertmanager").await.unwrap();
+    std::fs::write(&token_file, token).unwrap();
+    let api = gateway.api.replace("http://", "https://");
 
     let am_config = dir.path().join("alertmanager.yml");
-    std::fs::write(&am_config, alertmanager_config(&gateway.api)).unwrap();
+    std::fs::write(&am_config, alertmanager_config(&api, &token_file, &ca_file)).unwrap();
     amtool_check(&am_config);
     let am_data = dir.path().join("alertmanager-data");
     let alertmanager = Server::start(

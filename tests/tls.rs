@@ -4,8 +4,9 @@
 //! client CA only clients holding a certificate it issued get through (mTLS).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/certs.rs"]
-mod certs;
+mod support;
+
+use support::certs;
 
 use std::sync::Arc;
 use std::time::Duration;

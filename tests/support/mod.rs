@@ -2,6 +2,7 @@
 //! client, payload builders and metric scraping.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod certs;
 pub mod fake;
 #[path = "../../examples/support/pod_rr.rs"]
 pub mod pod_rr;
