@@ -15,7 +15,7 @@
 mod observe_support;
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
@@ -289,6 +289,53 @@ async fn the_config_map_holds_a_valid_gateway_config_wired_to_the_deployment() {
         pdb["spec"]["selector"]["matchLabels"],
         spec["selector"]["matchLabels"]
     );
+}
+
+/// The TLS component mounts the Secret and points the gateway at its files, by the gateway's
+/// own environment variables; the result still passes a server-side dry run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_component_mounts_the_secret_and_points_the_gateway_at_it() {
+    let plane = bare_control_plane().await;
+    let kubectl = kubectl(plane);
+    let objects = Overlay::new(&["tls"], "").render(&kubectl);
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .expect("a tls volume");
+    assert_eq!(volume["secret"]["secretName"], "gateway-tls");
+    let container = &pod["containers"][0];
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .expect("a tls mount");
+    assert_eq!(mount["readOnly"], true);
+    let dir = mount["mountPath"].as_str().unwrap();
+    let env: BTreeMap<&str, &str> = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(env["GATEWAY_TLS_CERT_FILE"], format!("{dir}/tls.crt"));
+    assert_eq!(env["GATEWAY_TLS_KEY_FILE"], format!("{dir}/tls.key"));
+    // The variables are the gateway's: they are in its --help.
+    let help = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for name in env.keys() {
+        assert!(help.contains(name), "gateway --help has no {name}");
+    }
+    let namespace = one(&objects, "Namespace");
+    apply(plane, &[namespace], false);
+    let all: Vec<&Value> = objects.iter().collect();
+    apply(plane, &all, true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
