@@ -114,7 +114,10 @@ async fn alertmanager_deliveries_become_exact_counts_on_one_rr_across_an_outage(
     } = Stack::open(&plane, "alertmanager", &[&tls]).await;
     let gateway = gateways.remove(0);
     let token_file = dir.path().join("alertmanager-token");
-    let token = plane.signal_sender_token(&ns, "alertmanager").await.unwrap();
+    let token = plane
+        .signal_sender_token(&ns, "alertmanager")
+        .await
+        .unwrap();
     std::fs::write(&token_file, token).unwrap();
     let api = gateway.api.replace("http://", "https://");
 

@@ -1436,6 +1436,18 @@ async fn a_signal_over_the_label_and_annotation_limit_is_rejected_alone() {
     at["annotations"]["description"] = json!("d".repeat(fill));
     let reply = gw.post(PROMETHEUS, &webhook(vec![at])).await;
     assert_created(&reply, "prod:Pod:at-limit");
+    // More labels than the CRD's 256 per map: 400 naming them, not a 422 from the apiserver.
+    let mut many = alert(pod_labels("many-labels"));
+    for i in 0..300 {
+        many["labels"][format!("l{i}")] = json!("v");
+    }
+    let reply = gw.post(PROMETHEUS, &webhook(vec![many])).await;
+    assert_bad_request(
+        &reply,
+        "signal-too-large",
+        PROMETHEUS,
+        "labels; at most 256 per signal",
+    );
 }
 
 /// `api.max_in_flight` counts alerts, not requests: with one alert held inside the

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 
 use crate::fingerprint::Fingerprint;
-use crate::k8s::types::{ResourceRef, SignalSource};
+use crate::k8s::types::{ResourceRef, SIGNAL_MAP_MAX_ENTRIES, SignalSource};
 
 /// Longest `Signal::name` (`spec.signalName` allows 253 characters); longer names are truncated,
 /// not rejected: the name is not part of the fingerprint, so truncation cannot merge two
@@ -98,12 +98,22 @@ pub fn signal_bytes(
         .sum()
 }
 
-/// Refuses a signal whose labels and annotations exceed `limits.max_signal_bytes`.
+/// Refuses a signal whose labels and annotations exceed `limits.max_signal_bytes` together,
+/// or [`SIGNAL_MAP_MAX_ENTRIES`] entries either.
 pub fn check_signal_bytes(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
     limits: &Limits,
 ) -> Result<(), Rejection> {
+    for (field, map) in [("labels", labels), ("annotations", annotations)] {
+        if map.len() > SIGNAL_MAP_MAX_ENTRIES {
+            return Err(Rejection::TooManyEntries {
+                field,
+                count: map.len(),
+                max: SIGNAL_MAP_MAX_ENTRIES,
+            });
+        }
+    }
     let bytes = signal_bytes(labels, annotations);
     if bytes > limits.max_signal_bytes {
         return Err(Rejection::TooLarge {
@@ -155,6 +165,16 @@ pub enum Rejection {
         /// The limit.
         max: usize,
     },
+    /// A signal with more labels or annotations than the CRD holds.
+    #[error("{count} {field}; at most {max} per signal")]
+    TooManyEntries {
+        /// `labels` or `annotations`.
+        field: &'static str,
+        /// How many there are.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A signal whose labels and annotations exceed `api.max_signal_bytes`.
     #[error("labels and annotations take {bytes} bytes; at most {max} per signal")]
     TooLarge {
@@ -177,7 +197,7 @@ impl Rejection {
             | Rejection::UnsupportedEventType(_) => "validation-error",
             Rejection::Freshness(_) => "stale-signal",
             Rejection::TooManyAlerts { .. } => "too-many-alerts",
-            Rejection::TooLarge { .. } => "signal-too-large",
+            Rejection::TooLarge { .. } | Rejection::TooManyEntries { .. } => "signal-too-large",
         }
     }
 }

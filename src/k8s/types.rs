@@ -56,11 +56,15 @@ pub struct RemediationRequestSpec {
     pub firing_time: Time,
     /// When the gateway received the first signal.
     pub received_time: Time,
-    /// Labels of the first signal, values truncated to 63 characters.
+    /// Labels of the first signal, values truncated to 63 characters; at most
+    /// 256 of them (`SIGNAL_MAP_MAX_ENTRIES`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 256))]
     pub signal_labels: Option<BTreeMap<String, String>>,
-    /// Annotations of the first signal, values truncated to 262000 characters.
+    /// Annotations of the first signal, values truncated to 262000 characters; at most
+    /// 256 of them (`SIGNAL_MAP_MAX_ENTRIES`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 256))]
     pub signal_annotations: Option<BTreeMap<String, String>>,
     /// The raw alert or event as received, capped at 64 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +76,9 @@ pub struct RemediationRequestSpec {
 pub const ORIGINAL_PAYLOAD_MAX: usize = 65536;
 /// Cap on each `spec.signalLabels` value.
 pub const LABEL_VALUE_MAX: usize = 63;
+/// Most entries `spec.signalLabels` and `spec.signalAnnotations` each take (the CRD's
+/// `maxProperties`, checked by the gateway before the apiserver sees them).
+pub const SIGNAL_MAP_MAX_ENTRIES: usize = 256;
 /// Cap on each `spec.signalAnnotations` value.
 pub const ANNOTATION_VALUE_MAX: usize = 262_000;
 

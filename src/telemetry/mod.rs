@@ -311,7 +311,10 @@ impl Metrics {
             crate::ingest::Rejection::TooManyAlerts { .. } => {
                 self.limit_rejected("alerts_per_request")
             }
-            crate::ingest::Rejection::TooLarge { .. } => self.limit_rejected("signal_bytes"),
+            crate::ingest::Rejection::TooLarge { .. }
+            | crate::ingest::Rejection::TooManyEntries { .. } => {
+                self.limit_rejected("signal_bytes")
+            }
             _ => {}
         }
     }
