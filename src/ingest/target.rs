@@ -96,6 +96,37 @@ pub fn check_kind(value: &str, field: &'static str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// A cluster identity (the `cluster` label, `spec.clusterID`) must be a Kubernetes label value:
+/// 1..=63 ASCII letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit.
+/// That admits the usual names (`prod-eu-1`, a kubeconfig context like `gke_proj_zone_name`)
+/// and keeps `:` out, so no cluster can make two fingerprints' texts equal.
+pub fn check_cluster(value: &str, field: &'static str) -> Result<(), Rejection> {
+    let bytes = value.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_alphanumeric();
+    let well_formed = match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            alnum(first)
+                && alnum(last)
+                && bytes.iter().all(|b| alnum(b) || matches!(b, b'-' | b'_' | b'.'))
+        }
+        _ => false,
+    };
+    if !well_formed {
+        return Err(invalid(
+            field,
+            "not a Kubernetes label value (letters, digits, '-', '_' and '.', starting and \
+             ending with a letter or digit)",
+        ));
+    }
+    if value.len() > CLUSTER_MAX_CHARS {
+        return Err(invalid(field, "longer than 63 characters"));
+    }
+    Ok(())
+}
+
+/// Longest cluster identity (a label value).
+pub const CLUSTER_MAX_CHARS: usize = 63;
+
 /// The shape of an RFC 1123 label, without its length limit (a subdomain's parts have none of
 /// their own in Kubernetes' rule; only the whole name is bounded).
 fn is_dns_label(part: &str) -> bool {

@@ -49,8 +49,9 @@ pub struct RemediationRequestSpec {
     pub target_type: TargetType,
     /// The workload the signal is about.
     pub target_resource: ResourceRef,
-    /// The `cluster` label, when the alert carried one.
+    /// The `cluster` label, when the alert carried one (a label value: at most 63 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub cluster_id: Option<String>,
     /// When the source says the problem started.
     pub firing_time: Time,

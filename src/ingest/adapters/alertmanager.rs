@@ -257,6 +257,9 @@ fn to_signal(
     let target = Target::of(&labels)?;
     let firing_time = starts_at?.ok_or(Rejection::MissingField("startsAt"))?;
     let cluster = first_non_empty(&labels, &["cluster"]);
+    if let Some(cluster) = cluster {
+        target::check_cluster(cluster, "labels.cluster")?;
+    }
     let severity = first_non_empty(&labels, &["severity"]).unwrap_or("unknown");
 
     let fingerprint = Fingerprint::of(
@@ -576,6 +579,28 @@ mod tests {
             json!({"alertname": "A", "pod": "API-0", "deployment": "api"}),
         )]));
         assert_eq!(invalid_field(r), "labels.pod");
+    }
+
+    #[test]
+    fn the_cluster_label_must_be_a_label_value() {
+        for good in ["prod-eu-1", "gke_project_zone_name", "a", "Prod.2"] {
+            let mut labels = deploy_labels();
+            labels["cluster"] = json!(good);
+            assert_eq!(
+                one(&webhook(vec![alert(labels)])).unwrap().cluster.as_deref(),
+                Some(good)
+            );
+        }
+        let too_long = "c".repeat(64);
+        for bad in ["a:b", "-edge", "edge-", "with space", too_long.as_str()] {
+            let mut labels = deploy_labels();
+            labels["cluster"] = json!(bad);
+            assert_eq!(
+                invalid_field(one(&webhook(vec![alert(labels)]))),
+                "labels.cluster",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
