@@ -61,6 +61,15 @@ struct Args {
     /// Storm status writes: inline (in the dedup patch), async (queue) or sync (before responding) [storm.updates; default inline].
     #[arg(long, env = "GATEWAY_STORM_UPDATES")]
     storm_updates: Option<Mode>,
+    /// Resolve targets to the top of their controller chain: true or false [owners.resolve; default true].
+    #[arg(long, env = "GATEWAY_OWNERS_RESOLVE")]
+    owners_resolve: Option<bool>,
+    /// Namespaces the owner cache watches, comma-separated [owners.namespaces; default: cluster-wide].
+    #[arg(long, env = "GATEWAY_OWNERS_NAMESPACES", value_delimiter = ',')]
+    owners_namespaces: Option<Vec<String>>,
+    /// Accept only targets labelled kubernaut.ai/managed=true (or in such a namespace): true or false [scope.managed_only; default false].
+    #[arg(long, env = "GATEWAY_SCOPE_MANAGED_ONLY")]
+    scope_managed_only: Option<bool>,
     /// Log format [log.format; default json].
     #[arg(long, env = "GATEWAY_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -95,6 +104,9 @@ impl Args {
             original_payload => kubernetes.original_payload,
             storm_history_size => storm.history_size,
             storm_updates => storm.updates,
+            owners_resolve => owners.resolve,
+            owners_namespaces => owners.namespaces,
+            scope_managed_only => scope.managed_only,
             log_format => log.format,
             log_level => log.level,
         );

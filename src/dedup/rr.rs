@@ -10,9 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use crate::index::{GENERATION_LABEL, rr_name};
 use crate::ingest::Signal;
 use crate::k8s::types::{
-    ANNOTATION_VALUE_MAX, LABEL_VALUE_MAX, ORIGINAL_PAYLOAD_MAX, RemediationRequest,
-    RemediationRequestSpec, ResourceRef, SignalSource, SignalType, TargetType, truncate_bytes,
-    truncate_chars,
+    ANNOTATION_VALUE_MAX, LABEL_VALUE_MAX, LABELLED_TARGET_ANNOTATION, ORIGINAL_PAYLOAD_MAX,
+    RemediationRequest, RemediationRequestSpec, ResourceRef, SignalSource, SignalType, TargetType,
+    truncate_bytes, truncate_chars,
 };
 
 /// What `spec.originalPayload` carries (`kubernetes.original_payload`).
@@ -79,6 +79,10 @@ pub fn build_with(
             name: Some(rr_name(&signal.fingerprint, generation)),
             namespace: Some(namespace.to_owned()),
             labels: Some([(GENERATION_LABEL.to_string(), generation.to_string())].into()),
+            annotations: signal.labelled.as_ref().map(|labelled| {
+                let value = format!("{}/{}", labelled.kind, labelled.name);
+                [(LABELLED_TARGET_ANNOTATION.to_owned(), value)].into()
+            }),
             ..ObjectMeta::default()
         },
         spec,

@@ -257,6 +257,7 @@ fn to_signal(
         severity,
         source: SignalSource::Prometheus,
         resource,
+        labelled: None,
         cluster,
         labels,
         annotations,
