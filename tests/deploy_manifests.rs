@@ -24,7 +24,9 @@ use observe_support::{Overlay, deploy_dir, kind_name, one, run, yaml_documents};
 use serde_yaml::Value;
 
 /// What the base must contain, no more, no less.
-const BASE_KINDS: [&str; 11] = [
+const BASE_KINDS: [&str; 13] = [
+    "ClusterRole",
+    "ClusterRoleBinding",
     "ConfigMap",
     "CustomResourceDefinition",
     "Deployment",
@@ -104,6 +106,8 @@ async fn every_object_of_the_base_passes_a_server_side_dry_run() {
             "CustomResourceDefinition",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
+            "ClusterRole",
+            "ClusterRoleBinding",
         ];
         if !cluster_scoped.iter().any(|kind| object["kind"] == *kind) {
             assert_eq!(

@@ -4,8 +4,8 @@
 //! authenticated by a token of the base's ServiceAccount (TokenRequest API). They take the full
 //! path: create, duplicate, storm, and a lost create race (the one place the gateway GETs).
 //! The apiserver's audit log then shows every call they made: each was allowed, and the set of
-//! (resource, verb) they used equals the set the Role grants — nothing missing, nothing
-//! unused. The same identity is refused what the gateway must never do: delete RRs, write their
+//! (resource, verb) they used equals the set the Role and the owner cache's ClusterRole grant
+//! — nothing missing, nothing unused — and signals add no call on the workload kinds. The same identity is refused what the gateway must never do: delete RRs, write their
 //! spec, write their status other than by patch, touch another namespace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -82,11 +82,10 @@ fn kubeconfig_for_token(plane: &ControlPlane, token: &str, path: &std::path::Pat
     std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
 }
 
-/// What the Role of the base grants on RRs.
+/// What a Role or ClusterRole of the base grants.
 fn granted(role: &Value) -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
     for rule in role["rules"].as_sequence().unwrap() {
-        assert_eq!(rule["apiGroups"][0], "kubernaut.ai", "only RRs are granted");
         for resource in rule["resources"].as_sequence().unwrap() {
             for verb in rule["verbs"].as_sequence().unwrap() {
                 grants.insert((
@@ -162,13 +161,37 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
     let binding = one(&objects, "RoleBinding");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
     assert_eq!(binding["subjects"][0]["name"], SERVICE_ACCOUNT);
+    for rule in role["rules"].as_sequence().unwrap() {
+        assert_eq!(
+            rule["apiGroups"][0], "kubernaut.ai",
+            "the Role grants RRs only"
+        );
+    }
+    let cluster_role = one(&objects, "ClusterRole");
+    let cluster_binding = one(&objects, "ClusterRoleBinding");
+    assert_eq!(
+        cluster_binding["roleRef"]["name"],
+        cluster_role["metadata"]["name"]
+    );
+    assert_eq!(cluster_binding["subjects"][0]["name"], SERVICE_ACCOUNT);
+    assert_eq!(cluster_binding["subjects"][0]["namespace"], NAMESPACE);
     let config_map = one(&objects, "ConfigMap");
     let config_file = dir.path().join("config.yaml");
+    // The base's config, with the scope rule on so that the ClusterRole's namespaces grant is
+    // used too (owner resolution is on by default); the signals' namespace opts in.
     std::fs::write(
         &config_file,
-        config_map["data"]["config.yaml"].as_str().unwrap(),
+        format!(
+            "{}\nscope:\n  managed_only: true\n",
+            config_map["data"]["config.yaml"].as_str().unwrap()
+        ),
     )
     .unwrap();
+    let managed = serde_json::json!({"metadata": {"labels": {"kubernaut.ai/managed": "true"}}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(NAMESPACE, &PatchParams::default(), &Patch::Merge(&managed))
+        .await
+        .unwrap();
     // The CRD is served once the apiserver has built its handlers.
     support::warm_up(&admin, NAMESPACE).await;
     eprintln!(
@@ -207,6 +230,30 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
         gateway.ready(&http).await;
     }
     let url = |i: usize| format!("{}/api/v1/signals/prometheus", gateways[i].api);
+
+    // The owner cache's watches are open; from here on, signals must not add calls on the
+    // workload kinds (no GET per signal: the ClusterRole grants none).
+    let user = format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}");
+    let workload_calls = || {
+        audited(&audit_log, &user)
+            .into_iter()
+            .filter(|(resource, _, _)| !resource.starts_with("remediationrequests"))
+            .count()
+    };
+    // Each gateway opens 8 watches (7 workload kinds, namespaces), each audited as its list
+    // and its watch's start; readiness waits for the lists, not for the watches to start.
+    let opened = 2 * 8 * 2;
+    eventually(
+        Duration::from_secs(30),
+        "the owner cache's watches",
+        || async { (workload_calls() >= opened).then_some(()) },
+    )
+    .await;
+    let before_signals = workload_calls();
+    assert_eq!(
+        before_signals, opened,
+        "one list and one watch per kind and gateway"
+    );
 
     // Create, duplicate, storm (the config's threshold is 5 within 60 s).
     let (status, body) = http
@@ -270,13 +317,18 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
             .await;
         assert_eq!(refused, 0.0, "Kubernetes calls failed as unavailable");
     }
+    assert_eq!(
+        workload_calls(),
+        before_signals,
+        "signals made calls on the workload kinds or namespaces"
+    );
     for gateway in gateways {
         assert!(gateway.terminate().success());
     }
 
-    // The audit log: everything the gateways did, allowed, and exactly the Role.
-    let user = format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}");
-    let expected = granted(role);
+    // The audit log: everything the gateways did, allowed, and exactly the two roles.
+    let mut expected = granted(role);
+    expected.extend(granted(cluster_role));
     // The log is written before each response (blocking mode); the poll only covers the
     // last events of the terminated gateways' watches.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -293,7 +345,7 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
     };
     assert_eq!(
         used, expected,
-        "(resource, verb) the gateways used (left) vs what the Role grants (right)"
+        "(resource, verb) the gateways used (left) vs what the roles grant (right)"
     );
     for (resource, verb, decision) in &calls {
         assert_eq!(decision, "allow", "{verb} {resource}");
@@ -302,7 +354,7 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
         "[{:?}] {} audited calls by {user}, (resource, verb) used = granted = {:?}",
         began.elapsed(),
         calls.len(),
-        granted(role)
+        expected
     );
 
     // The same identity may not delete RRs or write their spec.
