@@ -183,6 +183,32 @@ impl Cache {
         self.shards().map(|s| s.len()).sum()
     }
 
+    /// Fills `kind`'s cluster-wide shard with `objects` as a relist would, and marks it listed:
+    /// the structure the watches build, without a cluster, for the benches (`cargo bench
+    /// --bench hot_path -- owners/`). Does nothing in per-namespace mode.
+    pub fn preload(&self, kind: Kind, objects: &[ObjectMeta]) {
+        let Scope::All(shard) = &self.kinds[kind as usize] else {
+            return;
+        };
+        let mut fresh = Objects::new();
+        for metadata in objects {
+            insert(&mut fresh, metadata);
+        }
+        self.replace(shard, fresh);
+        self.tried(shard);
+    }
+
+    /// Swaps a relist in and marks the shard listed.
+    fn replace(&self, shard: &Shard, fresh: Objects) {
+        let count: usize = fresh.values().map(HashMap::len).sum();
+        let before = shard.len();
+        if let Ok(mut objects) = shard.objects.write() {
+            *objects = fresh;
+        }
+        shard.state.store(LISTED, Ordering::Release);
+        self.count(count as i64 - before as i64);
+    }
+
     fn count(&self, delta: i64) {
         if delta != 0 {
             let now = self.objects.fetch_add(delta, Ordering::Relaxed) + delta;
@@ -272,12 +298,7 @@ impl Cache {
                 Some(Ok(Event::InitDone)) => {
                     let fresh = relist.take().unwrap_or_default();
                     let count: usize = fresh.values().map(HashMap::len).sum();
-                    let before = shard.len();
-                    if let Ok(mut objects) = shard.objects.write() {
-                        *objects = fresh;
-                    }
-                    self.count(count as i64 - before as i64);
-                    shard.state.store(LISTED, Ordering::Release);
+                    self.replace(&shard, fresh);
                     if failing {
                         failing = false;
                         tracing::info!(
