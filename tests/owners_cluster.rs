@@ -254,6 +254,24 @@ async fn pods_resolve_to_their_top_controller_and_siblings_share_one_rr() {
         "{third}"
     );
 
+    // A kubelet Event about a sibling pod resolves the same way.
+    let now = jiff::Timestamp::now().to_string();
+    let event = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "api-7d9f8-aaaaa.17f3a1b2c3d4e5f6", "namespace": ns},
+        "involvedObject": {"kind": "Pod", "namespace": ns, "name": "api-7d9f8-aaaaa", "apiVersion": "v1"},
+        "reason": "BackOff", "message": "Back-off restarting failed container",
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1, "type": "Warning",
+    });
+    let url = format!("{}/api/v1/signals/kubernetes-event", gateway.api);
+    let (status, body) = http.post(&url, &event).await;
+    assert_eq!(
+        (status, &body["metadata"]["count"]),
+        (202, &json!(4)),
+        "{body}"
+    );
+    assert_eq!(body["fingerprint"], fp(&ns, "Deployment", "api"));
+
     // A pod that does not exist keeps its labelled resource, and the fallback is counted.
     let fallbacks = |reason: &'static str| {
         let (gateway, http) = (&gateway, &http);
@@ -276,8 +294,8 @@ async fn pods_resolve_to_their_top_controller_and_siblings_share_one_rr() {
                 &[("result", "controller")]
             )
             .await,
-        5.0,
-        "aaaaa, bbbbb, db-0, report pod, ccccc"
+        6.0,
+        "aaaaa, bbbbb, db-0, report pod, ccccc, the Event's aaaaa"
     );
 
     // Resolution adds no Kubernetes call: the gateway's calls are the RR writes alone (one
