@@ -15,7 +15,7 @@ use gateway_envtest::ControlPlane;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use serde_json::json;
@@ -440,6 +440,80 @@ async fn a_namespace_the_gateway_may_not_watch_falls_back_and_says_so_once() {
         refused.len() <= 7,
         "one line per refused kind: {refused:#?}"
     );
+
+    // The scope rule in per-namespace mode reads each listed namespace alone (a
+    // metadata.name field selector), which RBAC authorizes by resourceNames: granted for
+    // `allowed` only (which opts out, so only a read label can refuse its signals), while
+    // `denied`'s scope cannot be decided and its signals are accepted.
+    let managed = json!({"metadata": {"labels": {"kubernaut.ai/managed": "false"}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(&allowed, &PatchParams::default(), &Patch::Merge(&managed))
+        .await
+        .unwrap();
+    let name = format!("gateway-test-{home}");
+    let cluster_role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "resourceNames": [allowed], "verbs": ["list", "watch"]}],
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &cluster_role)
+        .await
+        .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let scoped = Gateway::start(
+        &kubeconfig,
+        &home,
+        &[
+            "--owners-namespaces",
+            &namespaces,
+            "--scope-managed-only",
+            "true",
+        ],
+    );
+    scoped.ready(&http).await;
+    let (status, body) = send(&http, &scoped, &allowed, "db-0").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("rejected")),
+        "opted out by its namespace's label: {body}"
+    );
+    assert_eq!(body["fingerprint"], fp(&allowed, "StatefulSet", "db"));
+    let (status, body) = send(&http, &scoped, &denied, "lonely").await;
+    assert_eq!(status, 201, "scope undecidable: accepted: {body}");
+    let undecided = scoped.logs_with("scope cannot be decided");
+    assert_eq!(undecided.len(), 1, "{undecided:#?}");
+    assert!(
+        undecided[0].contains("\"forbidden\"") && undecided[0].contains(&denied),
+        "{}",
+        undecided[0]
+    );
+    let allowed_failures: Vec<_> = scoped
+        .logs_with("owner cache watch failed")
+        .into_iter()
+        .filter(|l| l.contains(&format!("\"{allowed}\"")))
+        .collect();
+    assert!(
+        allowed_failures.is_empty(),
+        "the allowed namespace's watches, its Namespace's included, are granted: {allowed_failures:#?}"
+    );
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .delete(&name, &Default::default())
+        .await
+        .unwrap();
+    Api::<ClusterRole>::all(client)
+        .delete(&name, &Default::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
