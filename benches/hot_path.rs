@@ -1,5 +1,6 @@
 //! Criterion benches of the request hot path, one group per stage so each module adds its own:
-//! `ingest/*` (decode + validate + fingerprint of a webhook body), `fingerprint/*`. Group
+//! `ingest/*` (decode + validate + fingerprint of a webhook body), `fingerprint/*`, `owners/*`
+//! (the owner stage over a preloaded cache). Group
 //! functions are listed in `criterion_group!` at the bottom.
 //!
 //! Run: `cargo bench --bench hot_path -- --warm-up-time 1 --measurement-time 3`
@@ -107,10 +108,106 @@ fn bench_fingerprint(c: &mut Criterion) {
     group.finish();
 }
 
+/// `owners/*`: the owner stage on one alert's signal (cloned outside the timing), over a cache
+/// holding 10 000 pods of 100 Deployments (Pod → ReplicaSet → Deployment): resolution found
+/// (three lookups and a new fingerprint), a pod not in the cache (the fallback), and the stage
+/// with resolution off.
+fn bench_owners(c: &mut Criterion) {
+    use gateway::health::Health;
+    use gateway::owners::cache::{Cache, Settings};
+    use gateway::owners::{Kind, Stage, stage};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    let meta = |name: String, owner: Option<(&str, &str, String)>| ObjectMeta {
+        name: Some(name),
+        namespace: Some("payments".into()),
+        owner_references: owner.map(|(kind, api_version, name)| {
+            vec![OwnerReference {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name,
+                uid: "u".into(),
+                controller: Some(true),
+                ..OwnerReference::default()
+            }]
+        }),
+        ..ObjectMeta::default()
+    };
+    let settings = Settings {
+        enabled: true,
+        namespaces: Vec::new(),
+        namespaces_metadata: false,
+    };
+    let cache = Cache::new(&settings, std::sync::Arc::new(Health::new()));
+    let deployments: Vec<_> = (0..100)
+        .map(|d| meta(format!("payment-api-{d}"), None))
+        .collect();
+    let sets: Vec<_> = (0..100)
+        .map(|d| {
+            let owner = ("Deployment", "apps/v1", format!("payment-api-{d}"));
+            meta(format!("payment-api-7d9f8b6c5-{d}"), Some(owner))
+        })
+        .collect();
+    let pods: Vec<_> = (0..10_000)
+        .map(|i| {
+            let owner = (
+                "ReplicaSet",
+                "apps/v1",
+                format!("payment-api-7d9f8b6c5-{}", i % 100),
+            );
+            meta(format!("payment-api-7d9f8b6c5-{i:05}"), Some(owner))
+        })
+        .collect();
+    cache.preload(Kind::Deployment, &deployments);
+    cache.preload(Kind::ReplicaSet, &sets);
+    cache.preload(Kind::Pod, &pods);
+    let signal = |i: usize| {
+        let mut body = format!(
+            r#"{{"version":"4","status":"firing","alerts":[{}]}}"#,
+            alert_json(i)
+        )
+        .into_bytes();
+        alertmanager::parse(&mut body, None, now())
+            .unwrap()
+            .remove(0)
+            .unwrap()
+    };
+    let found = signal(42);
+    let missing = signal(99_999);
+    let mut group = c.benchmark_group("owners");
+    for (label, resolve, input) in [
+        ("resolved/3_lookups", true, &found),
+        ("fallback/not_found", true, &missing),
+        ("off", false, &found),
+    ] {
+        let stage = Stage::new(
+            cache.clone(),
+            stage::Settings {
+                resolve,
+                managed_only: false,
+            },
+        );
+        if label.starts_with("resolved") {
+            let mut check = input.clone();
+            stage.apply(&mut check);
+            assert_eq!(check.resource.kind, "Deployment");
+        }
+        group.bench_function(label, |b| {
+            b.iter_batched_ref(
+                || input.clone(),
+                |signal| stage.apply(black_box(signal)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_ingest_alertmanager,
     bench_ingest_kubernetes_event,
-    bench_fingerprint
+    bench_fingerprint,
+    bench_owners
 );
 criterion_main!(benches);

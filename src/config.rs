@@ -25,6 +25,10 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     /// Storm aggregation.
     pub storm: StormConfig,
+    /// Owner-chain resolution and its metadata cache.
+    pub owners: OwnersConfig,
+    /// The scope rule.
+    pub scope: ScopeConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -302,6 +306,40 @@ impl Default for StormConfig {
     }
 }
 
+/// `owners.*`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OwnersConfig {
+    /// Fingerprint a signal by the top of its target's controller chain (Pod → ReplicaSet →
+    /// Deployment...), read from a metadata-only cache, instead of the object as labelled.
+    /// Off: every target is taken as labelled and, unless `scope.managed_only` is on, no cache
+    /// is kept.
+    pub resolve: bool,
+    /// Namespaces whose workloads the cache watches (one watch per kind and namespace; a
+    /// Role in each is enough). Empty (default): cluster-wide watches, which need a
+    /// ClusterRole. A signal from a namespace not listed keeps its labelled resource.
+    pub namespaces: Vec<String>,
+}
+
+impl Default for OwnersConfig {
+    fn default() -> Self {
+        OwnersConfig {
+            resolve: true,
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+/// `scope.*`
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScopeConfig {
+    /// Accept only signals whose target, or else its namespace, carries
+    /// `kubernaut.ai/managed=true`; others are answered 200 "rejected" and not recorded.
+    /// Off by default (every signal is recorded).
+    pub managed_only: bool,
+}
+
 /// `log.*`
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -462,6 +500,17 @@ impl Config {
         {
             return invalid("kubernetes.namespace", "must not be empty");
         }
+        for (i, ns) in self.owners.namespaces.iter().enumerate() {
+            if crate::ingest::target::check_namespace(ns, "owners.namespaces").is_err() {
+                return invalid(
+                    "owners.namespaces",
+                    "every entry must be a namespace name (RFC 1123 label)",
+                );
+            }
+            if self.owners.namespaces[..i].contains(ns) {
+                return invalid("owners.namespaces", "must not repeat a namespace");
+            }
+        }
         Ok(())
     }
 }
@@ -540,6 +589,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no unit"), "{err}");
+    }
+
+    #[test]
+    fn owners_and_scope_keys() {
+        let c = Config::from_yaml(
+            "owners:\n  resolve: false\n  namespaces: [shop, team-b]\nscope:\n  managed_only: true\n",
+        )
+        .unwrap();
+        assert!(!c.owners.resolve && c.scope.managed_only);
+        assert_eq!(c.owners.namespaces, ["shop", "team-b"]);
+        c.validate().unwrap();
+        let d = Config::default();
+        assert!(d.owners.resolve && !d.scope.managed_only && d.owners.namespaces.is_empty());
+        for bad in [
+            vec!["Shop".to_owned()],
+            vec!["a".to_owned(), "a".to_owned()],
+        ] {
+            let mut c = Config::default();
+            c.owners.namespaces = bad;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("owners.namespaces"), "{err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct Health {
     index_synced: AtomicBool,
+    /// Set by the owner cache once every one of its watches has tried its first list (true
+    /// when there is no cache).
+    owners_listed: AtomicBool,
     /// Set by the watch: its stream failed and has not delivered (or probed) since.
     kube_unreachable: AtomicBool,
     /// Set by the Kubernetes calls: until when (ms after `started`) the circuit breaker is
@@ -24,6 +27,7 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             index_synced: AtomicBool::new(false),
+            owners_listed: AtomicBool::new(true),
             kube_unreachable: AtomicBool::new(false),
             breaker_open_until_ms: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
@@ -41,6 +45,11 @@ impl Health {
     /// The index finished (or lost) a full list.
     pub fn set_index_synced(&self, synced: bool) {
         self.index_synced.store(synced, Ordering::Release);
+    }
+
+    /// The owner cache has tried (or not yet) the first list of each of its watches.
+    pub fn set_owners_listed(&self, listed: bool) {
+        self.owners_listed.store(listed, Ordering::Release);
     }
 
     /// The watch lost the API (or reached it again).
@@ -83,6 +92,8 @@ impl Health {
             Some("shutting down")
         } else if !self.index_synced.load(Ordering::Acquire) {
             Some("RemediationRequest index has not finished its list")
+        } else if !self.owners_listed.load(Ordering::Acquire) {
+            Some("owner cache has not finished its first lists")
         } else if self.kube_unreachable.load(Ordering::Acquire) || self.breaker_open() {
             Some("Kubernetes API unreachable")
         } else {

@@ -9,7 +9,10 @@
 //! - [`api`]: the three HTTP listeners, limits, and the one error → response mapping.
 //! - [`auth`]: who may send signals (TokenReview + SubjectAccessReview, cached).
 //! - [`config`]: the YAML configuration, every limit a documented field with a default.
-//! - [`processor`]: the seam between the HTTP layer and deduplication.
+//! - [`processor`]: the seam between the HTTP layer and deduplication, with the owner stage
+//!   in front of the engine.
+//! - [`owners`]: owner-chain resolution and the scope rule over a metadata-only cache of the
+//!   workloads.
 //! - [`dedup`]: the create-or-count engine with group commit, the RR builder, the watch.
 //! - [`storm`]: the storm rule, the coalescing queue, and how storm status is written.
 //! - [`ingest`]: wire formats ([`ingest::adapters`]) into [`ingest::Signal`]s, with the
@@ -33,6 +36,7 @@ pub mod health;
 pub mod index;
 pub mod ingest;
 pub mod k8s;
+pub mod owners;
 pub mod parts;
 pub mod processor;
 pub mod shutdown;

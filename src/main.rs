@@ -73,6 +73,15 @@ struct Args {
     /// PEM CA bundle: clients must present a certificate it issued (mTLS) [tls.client_ca_file].
     #[arg(long, env = "GATEWAY_TLS_CLIENT_CA_FILE")]
     tls_client_ca_file: Option<PathBuf>,
+    /// Resolve targets to the top of their controller chain: true or false [owners.resolve; default true].
+    #[arg(long, env = "GATEWAY_OWNERS_RESOLVE")]
+    owners_resolve: Option<bool>,
+    /// Namespaces the owner cache watches, comma-separated [owners.namespaces; default: cluster-wide].
+    #[arg(long, env = "GATEWAY_OWNERS_NAMESPACES", value_delimiter = ',')]
+    owners_namespaces: Option<Vec<String>>,
+    /// Accept only targets labelled kubernaut.ai/managed=true (or in such a namespace): true or false [scope.managed_only; default false].
+    #[arg(long, env = "GATEWAY_SCOPE_MANAGED_ONLY")]
+    scope_managed_only: Option<bool>,
     /// Log format [log.format; default json].
     #[arg(long, env = "GATEWAY_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -111,6 +120,9 @@ impl Args {
             tls_cert_file => tls.cert_file,
             tls_key_file => tls.key_file,
             tls_client_ca_file => tls.client_ca_file,
+            owners_resolve => owners.resolve,
+            owners_namespaces => owners.namespaces,
+            scope_managed_only => scope.managed_only,
             log_format => log.format,
             log_level => log.level,
         );

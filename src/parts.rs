@@ -1,6 +1,7 @@
 //! What [`crate::run`] serves with: the [`Processor`] behind the routes, who may call them,
-//! readiness, the clock, the shutdown tokens, and the background tasks the processor needs. Built against a cluster
-//! ([`Parts::kube`]), around any [`RrStore`] ([`Parts::store`], for an in-memory store), or
+//! readiness, the clock, the shutdown tokens, and the background tasks the processor needs.
+//! Built against a cluster ([`Parts::kube`]: the dedup engine behind the owner stage), around
+//! any [`RrStore`] ([`Parts::store`], for an in-memory store), or
 //! around any [`Processor`] ([`Parts::processor`], for the HTTP contract alone).
 
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use crate::health::Health;
 use crate::index::Index;
 use crate::k8s::breaker::Breaker;
 use crate::k8s::store::{KubeStore, RrStore};
-use crate::processor::Processor;
+use crate::owners::{self, cache::Cache};
+use crate::processor::{Owners, Processor};
 use crate::shutdown::Shutdown;
 use crate::storm;
 use crate::telemetry::Metrics;
@@ -39,10 +41,41 @@ pub struct Parts<P> {
     pub(crate) tasks: Vec<JoinHandle<()>>,
 }
 
-impl Parts<Engine<KubeStore>> {
-    /// Against a cluster: the real store over RRs in `namespace`, the watch that feeds the
-    /// index, and, in `storm.updates: async`, the storm flusher.
+impl Parts<Owners<Engine<KubeStore>, Cache>> {
+    /// Against a cluster: the owner stage over its metadata cache and watches (when
+    /// `owners.resolve` or `scope.managed_only` is on), the real store over RRs in
+    /// `namespace`, the watch that feeds the index, and, in `storm.updates: async`, the storm
+    /// flusher.
     pub fn kube(config: &Config, client: kube::Client, namespace: &str) -> Self {
+        let engine = Parts::<Engine<KubeStore>>::engine_parts(config, client.clone(), namespace);
+        let settings = owners::cache::Settings {
+            enabled: config.owners.resolve || config.scope.managed_only,
+            namespaces: config.owners.namespaces.clone(),
+            namespaces_metadata: config.scope.managed_only,
+        };
+        let cache = Cache::new(&settings, engine.health.clone());
+        let mut tasks = engine.tasks;
+        tasks.extend(cache.spawn(&client, &engine.shutdown.intake()));
+        let stage = owners::Stage::new(
+            cache,
+            owners::stage::Settings {
+                resolve: config.owners.resolve,
+                managed_only: config.scope.managed_only,
+            },
+        );
+        Parts {
+            processor: Arc::new(Owners::new(engine.processor, stage)),
+            auth: engine.auth,
+            health: engine.health,
+            clock: engine.clock,
+            shutdown: engine.shutdown,
+            tasks,
+        }
+    }
+}
+
+impl Parts<Engine<KubeStore>> {
+    fn engine_parts(config: &Config, client: kube::Client, namespace: &str) -> Self {
         let metrics = Metrics::new();
         let health = Arc::new(Health::new());
         let breaker = Arc::new(Breaker::new(

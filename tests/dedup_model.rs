@@ -288,6 +288,7 @@ async fn replicas_that_disagree_about_a_deleted_rr_still_make_one() {
     let mut answers = [first, second].map(|answer| match answer {
         Ok(Outcome::Created { .. }) => 1,
         Ok(Outcome::Duplicate { count, .. }) => count,
+        Ok(other) => panic!("{other:?}"),
         Err(error) => panic!("{error:?}"),
     });
     answers.sort_unstable();
@@ -337,6 +338,7 @@ async fn run(ops: &[Op], fail_every: u64, store: Arc<FakeStore>) -> HashMap<Stri
                         Err(ProcessError::Unavailable(_)) => {
                             assert!(fail_every > 0, "unavailable without faults")
                         }
+                        Ok(other) => panic!("the engine never answers {other:?}"),
                         Err(error) => panic!("unexpected error: {error}"),
                     }
                 }

@@ -109,6 +109,8 @@ async fn every_object_of_the_base_passes_a_server_side_dry_run() {
             "CustomResourceDefinition",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
+            "ClusterRole",
+            "ClusterRoleBinding",
         ];
         if !cluster_scoped.iter().any(|kind| object["kind"] == *kind) {
             assert_eq!(

@@ -1,13 +1,14 @@
 //! The checked-in RBAC is exactly what the gateway needs. On a control plane of its own (with
 //! an audit log), the rendered base is applied for real — its CRD, Namespace, ServiceAccount,
-//! Role and RoleBinding, the ClusterRoles and ClusterRoleBinding of sender authentication,
-//! ConfigMap — and gateway processes run with the ConfigMap's config, authenticated by a token
-//! of the base's ServiceAccount (TokenRequest API). A sender bound to the shipped
-//! `gateway-signal-source` takes them through the full path: authentication (TokenReview and
-//! SubjectAccessReview), create, duplicate, storm, and a lost create race (the one place the
-//! gateway GETs). The apiserver's audit log then shows every call they made: each was allowed,
-//! and the set of (resource, verb) they used equals the set the Role and the reviewer
-//! ClusterRole grant — nothing missing, nothing unused. The same identity is refused what the gateway must never do: delete RRs, write their
+//! Role and RoleBinding, the ClusterRoles and ClusterRoleBindings of sender authentication and
+//! of the owner cache, ConfigMap — and gateway processes run with the ConfigMap's config,
+//! authenticated by a token of the base's ServiceAccount (TokenRequest API). A sender bound to
+//! the shipped `gateway-signal-source` takes them through the full path: authentication
+//! (TokenReview and SubjectAccessReview), create, duplicate, storm, and a lost create race (the
+//! one place the gateway GETs). The apiserver's audit log then shows every call they made: each
+//! was allowed, and the set of (resource, verb) they used equals the set the Role, the reviewer
+//! ClusterRole and the owner cache's ClusterRole grant — nothing missing, nothing unused — and
+//! signals add no call on the workload kinds. The same identity is refused what the gateway must never do: delete RRs, write their
 //! spec, write their status other than by patch, touch another namespace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -65,7 +66,7 @@ fn kubectl_apply(plane: &ControlPlane, objects: &[Value]) {
     assert!(ok, "kubectl apply failed:\n{out}\n{err}");
 }
 
-/// What a Role or ClusterRole grants.
+/// What a Role or ClusterRole of the base grants.
 fn granted(role: &Value) -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
     for rule in role["rules"].as_sequence().unwrap() {
@@ -147,26 +148,41 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
     for rule in role["rules"].as_sequence().unwrap() {
         assert_eq!(
             rule["apiGroups"][0], "kubernaut.ai",
-            "the Role grants only RRs"
+            "the Role grants RRs only"
         );
     }
-    // The reviews of sender authentication, cluster-wide (they read nothing).
-    let reviewer = one(&objects, "ClusterRoleBinding");
-    assert_eq!(reviewer["subjects"][0]["name"], SERVICE_ACCOUNT);
-    assert_eq!(reviewer["subjects"][0]["namespace"], NAMESPACE);
-    let reviewer_role = objects
-        .iter()
-        .find(|o| {
-            o["kind"] == "ClusterRole" && o["metadata"]["name"] == reviewer["roleRef"]["name"]
-        })
-        .expect("the ClusterRole of the ClusterRoleBinding");
+    // The reviews of sender authentication, cluster-wide (they read nothing), and the owner
+    // cache's list + watch of the workload kinds.
+    let cluster_role = |name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("ClusterRole {name}"))
+    };
+    for binding in objects.iter().filter(|o| o["kind"] == "ClusterRoleBinding") {
+        assert_eq!(binding["subjects"][0]["name"], SERVICE_ACCOUNT);
+        assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+        cluster_role(binding["roleRef"]["name"].as_str().unwrap());
+    }
+    let reviewer_role = cluster_role("gateway-auth-reviewer");
+    let owner_cache_role = cluster_role("gateway-owner-cache");
     let config_map = one(&objects, "ConfigMap");
     let config_file = dir.path().join("config.yaml");
+    // The base's config, with the scope rule on so that the ClusterRole's namespaces grant is
+    // used too (owner resolution is on by default); the signals' namespace opts in.
     std::fs::write(
         &config_file,
-        config_map["data"]["config.yaml"].as_str().unwrap(),
+        format!(
+            "{}\nscope:\n  managed_only: true\n",
+            config_map["data"]["config.yaml"].as_str().unwrap()
+        ),
     )
     .unwrap();
+    let managed = serde_json::json!({"metadata": {"labels": {"kubernaut.ai/managed": "true"}}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(NAMESPACE, &PatchParams::default(), &Patch::Merge(&managed))
+        .await
+        .unwrap();
     // The CRD is served once the apiserver has built its handlers.
     support::warm_up(&admin, NAMESPACE).await;
     eprintln!(
@@ -205,6 +221,30 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
         gateway.ready(&http).await;
     }
     let url = |i: usize| format!("{}/api/v1/signals/prometheus", gateways[i].api);
+
+    // The owner cache's watches are open; from here on, signals must not add calls on the
+    // workload kinds (no GET per signal: the ClusterRole grants none).
+    let user = format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}");
+    let workload_calls = || {
+        audited(&audit_log, &user)
+            .into_iter()
+            .filter(|(resource, _, _)| !resource.starts_with("remediationrequests"))
+            .count()
+    };
+    // Each gateway opens 8 watches (7 workload kinds, namespaces), each audited as its list
+    // and its watch's start; readiness waits for the lists, not for the watches to start.
+    let opened = 2 * 8 * 2;
+    eventually(
+        Duration::from_secs(30),
+        "the owner cache's watches",
+        || async { (workload_calls() >= opened).then_some(()) },
+    )
+    .await;
+    let before_signals = workload_calls();
+    assert_eq!(
+        before_signals, opened,
+        "one list and one watch per kind and gateway"
+    );
 
     // Create, duplicate, storm (the config's threshold is 5 within 60 s).
     let (status, body) = http
@@ -268,16 +308,20 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
             .await;
         assert_eq!(refused, 0.0, "Kubernetes calls failed as unavailable");
     }
+    assert_eq!(
+        workload_calls(),
+        before_signals,
+        "signals made calls on the workload kinds or namespaces"
+    );
     for gateway in gateways {
         assert!(gateway.terminate().success());
     }
 
-    // The audit log: everything the gateways did, allowed, and exactly the Role.
+    // The audit log: everything the gateways did, allowed, and exactly the roles bound to them.
     let user = format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}");
-    let expected: BTreeSet<Grant> = granted(role)
-        .union(&granted(reviewer_role))
-        .cloned()
-        .collect();
+    let mut expected = granted(role);
+    expected.extend(granted(reviewer_role));
+    expected.extend(granted(owner_cache_role));
     // The log is written before each response (blocking mode); the poll only covers the
     // last events of the terminated gateways' watches.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -294,7 +338,7 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
     };
     assert_eq!(
         used, expected,
-        "(resource, verb) the gateways used (left) vs what the Role grants (right)"
+        "(resource, verb) the gateways used (left) vs what the roles grant (right)"
     );
     for (resource, verb, decision) in &calls {
         assert_eq!(decision, "allow", "{verb} {resource}");

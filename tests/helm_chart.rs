@@ -668,12 +668,52 @@ fn the_full_rendering_wires_every_optional_feature() {
     assert_eq!(volume["secret"]["secretName"], "gateway-tls");
 
     // RBAC: the base's rules, in the controller namespace, bound to the pods' identity.
-    let role = one(&objects, "Role");
+    let role = named(&objects, "Role", "edge-gateway");
     assert_eq!(role["metadata"]["namespace"], "helm-full-rrs");
-    let binding = one(&objects, "RoleBinding");
+    let binding = named(&objects, "RoleBinding", "edge-gateway");
     assert_eq!(binding["metadata"]["namespace"], "helm-full-rrs");
     assert_eq!(binding["subjects"][0]["name"], pod["serviceAccountName"]);
     assert_eq!(binding["subjects"][0]["namespace"], "helm-full");
+    // The owner cache with config.owners.namespaces: a Role in each listed namespace (the
+    // workload rules of the base's ClusterRole but namespaces), and the listed namespaces'
+    // own metadata for the scope rule, by name.
+    let owner_roles: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == "edge-gateway-owner-cache")
+        .collect();
+    let in_namespaces: BTreeSet<&str> = owner_roles
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(in_namespaces, ["helm-full", "helm-full-rrs"].into());
+    let base_cluster_role = observe_support::yaml_documents(
+        &std::fs::read_to_string(deploy_dir().join("rbac.yaml")).unwrap(),
+    )
+    .into_iter()
+    .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "gateway-owner-cache")
+    .unwrap();
+    let mut workload_rules = base_cluster_role["rules"].clone();
+    workload_rules[0]["resources"] = serde_yaml::from_str("[pods]").unwrap();
+    for role in &owner_roles {
+        assert_eq!(role["rules"], workload_rules);
+    }
+    let namespaces = named(
+        &objects,
+        "ClusterRole",
+        "edge-gateway-owner-cache-namespaces",
+    );
+    assert_eq!(
+        namespaces["rules"][0]["resourceNames"],
+        serde_yaml::from_str::<Value>("[helm-full-rrs, helm-full]").unwrap()
+    );
+    assert_eq!(
+        named(
+            &objects,
+            "ClusterRoleBinding",
+            "edge-gateway-owner-cache-namespaces"
+        )["subjects"][0]["name"],
+        pod["serviceAccountName"]
+    );
 
     // NetworkPolicy: the gateway's pods; every port it opens is a container port.
     let policy = one(&objects, "NetworkPolicy");

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gateway::clock::{Clock, ManualClock, SystemClock};
 use gateway::config::{ApiConfig, Config};
+use gateway::fingerprint::Fingerprint;
 use gateway::health::Health;
 use gateway::ingest::Signal;
 use gateway::processor::{Outcome, ProcessError, Processor};
@@ -94,6 +95,9 @@ struct FakeProcessor {
     /// Answer this for signals about these resource names.
     fail_for: Mutex<HashMap<String, Failure>>,
     gate: Option<Arc<Gate>>,
+    /// `admit` answers signals about resource names starting `unmanaged-` out of scope, and
+    /// rewrites those starting `owned-` to Deployment `api` (as owner resolution would).
+    admitting: bool,
     /// Signals inside `process` now, and the most there ever were.
     active: AtomicUsize,
     max_active: AtomicUsize,
@@ -129,6 +133,25 @@ impl FakeProcessor {
 }
 
 impl Processor for FakeProcessor {
+    fn admit(&self, signal: &mut Signal) -> Option<Outcome> {
+        if !self.admitting {
+            return None;
+        }
+        if signal.resource.name.starts_with("unmanaged-") {
+            return Some(Outcome::NotAccepted {
+                reason: "unmanaged",
+                message: format!("{} is not managed", signal.resource.name),
+            });
+        }
+        if signal.resource.name.starts_with("owned-") {
+            let namespace = signal.resource.namespace.clone().unwrap_or_default();
+            signal.fingerprint = Fingerprint::of(None, &namespace, "Deployment", "api");
+            signal.resource.kind = "Deployment".into();
+            signal.resource.name = "api".into();
+        }
+        None
+    }
+
     async fn process(&self, signal: Signal) -> Result<Outcome, ProcessError> {
         self.seen.lock().unwrap().push(signal.clone());
         let active = self.active.fetch_add(1, Ordering::SeqCst) + 1;
@@ -942,6 +965,76 @@ async fn batch_with_a_rejected_alert_is_207_with_results_and_summary() {
         assert_eq!(body["results"][i]["count"], 2, "{body}");
     }
     assert_eq!(body["results"][1]["status"], "rejected", "{body}");
+}
+
+#[tokio::test]
+async fn admission_answers_out_of_scope_signals_200_and_names_the_resolved_fingerprint() {
+    let processor = FakeProcessor {
+        admitting: true,
+        ..FakeProcessor::default()
+    };
+    let gw = Gateway::start_with(
+        processor,
+        ApiConfig::default(),
+        Arc::new(ManualClock::new(now())),
+    )
+    .await;
+    // Out of scope: 200, not recorded, never a 4xx.
+    let reply = gw
+        .post(PROMETHEUS, &webhook(vec![alert(pod_labels("unmanaged-0"))]))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    assert_eq!(body["status"], "rejected", "{body}");
+    assert_eq!(body["reason"], "unmanaged_resource", "{body}");
+    assert_eq!(body["message"], "unmanaged-0 is not managed", "{body}");
+    assert_eq!(
+        body["fingerprint"],
+        sha256_hex("prod:Pod:unmanaged-0"),
+        "{body}"
+    );
+    assert!(
+        body["action"]
+            .as_str()
+            .unwrap()
+            .contains("kubernaut.ai/managed=true")
+    );
+    assert!(gw.processor.seen().is_empty());
+
+    // The answer carries the fingerprint admission rewrote, for one alert and in a batch.
+    let reply = gw
+        .post(PROMETHEUS, &webhook(vec![alert(pod_labels("owned-a"))]))
+        .await;
+    assert_created(&reply, "prod:Deployment:api");
+    let batch = webhook(vec![
+        alert(pod_labels("owned-b")),
+        alert(pod_labels("unmanaged-1")),
+        alert(pod_labels("api-1")),
+    ]);
+    let reply = gw.post(PROMETHEUS, &batch).await;
+    assert_eq!(reply.status, StatusCode::MULTI_STATUS);
+    let body = reply.json();
+    assert_eq!(
+        body["summary"],
+        json!({"total": 3, "created": 1, "deduplicated": 1, "rejected": 1, "failed": 0})
+    );
+    let results = &body["results"];
+    assert_eq!(results[0]["status"], "duplicate", "{body}");
+    assert_eq!(results[0]["fingerprint"], sha256_hex("prod:Deployment:api"));
+    assert_eq!(results[0]["count"], 2, "{body}");
+    assert_eq!(results[1]["status"], "rejected", "{body}");
+    assert_eq!(
+        results[1]["message"], "unmanaged-1 is not managed",
+        "{body}"
+    );
+    assert!(results[1].get("remediationRequestName").is_none(), "{body}");
+    assert_eq!(results[2]["status"], "created", "{body}");
+    assert_eq!(gw.processor.seen().len(), 3, "owned-a, owned-b, api-1");
+
+    // The Event route too.
+    let reply = gw.post(EVENT, &event("unmanaged-2")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["status"], "rejected");
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ pub fn pod_signal(namespace: &str, pod: &str) -> Signal {
             namespace: Some(namespace.into()),
             api_version: None,
         },
+        labelled: None,
         cluster: None,
         labels: BTreeMap::new(),
         annotations: BTreeMap::new(),

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::server::Peer;
 use super::{ApiError, App};
+use crate::fingerprint::Fingerprint;
 use crate::ingest::adapters::{alertmanager, kubernetes_event};
 use crate::ingest::{Limits, Origin, Rejection, Signal, check_signal_bytes};
 use crate::processor::{Outcome, ProcessError, Processor};
@@ -151,9 +152,8 @@ where
                 .signal_received(Source::KubernetesEvent, &signal.severity);
             signal.origin = origin;
             let _slots = take_slots(app, 1)?;
-            let fingerprint = signal.fingerprint;
-            let outcome = app.processor.process(signal).await?;
-            Ok(single(&fingerprint.to_string(), outcome))
+            let (fingerprint, outcome) = record(app, signal).await;
+            Ok(single(&fingerprint.to_string(), outcome?))
         }
         // Answered 404 before the body was read.
         Route::Other => Err(ApiError::NotFound(String::new())),
@@ -237,6 +237,19 @@ where
     Ok(buffer)
 }
 
+/// Admits one signal (owner resolution, scope) and records it unless admission answered it;
+/// returns the fingerprint it was recorded under.
+async fn record<P: Processor>(
+    app: &App<P>,
+    mut signal: Signal,
+) -> (Fingerprint, Result<Outcome, ProcessError>) {
+    if let Some(outcome) = app.processor.admit(&mut signal) {
+        return (signal.fingerprint, Ok(outcome));
+    }
+    let fingerprint = signal.fingerprint;
+    (fingerprint, app.processor.process(signal).await)
+}
+
 /// Alerts of one batch processed at once. A batch of distinct alerts fans out into as many
 /// engine calls; without a bound one large body would occupy the engine (and the apiserver)
 /// with hundreds of writes at once while `api.max_in_flight` counts it as one request.
@@ -269,15 +282,14 @@ async fn prometheus<P: Processor>(
             .into_iter()
             .find_map(Result::ok)
             .ok_or(Rejection::NoAlerts)?;
-        let fingerprint = signal.fingerprint;
-        let outcome = app.processor.process(signal).await?;
-        return Ok(single(&fingerprint.to_string(), outcome));
+        let (fingerprint, outcome) = record(app, signal).await;
+        return Ok(single(&fingerprint.to_string(), outcome?));
     }
     let results: Vec<_> = futures::stream::iter(alerts.into_iter().map(|alert| async move {
         match alert {
             Ok(signal) => {
-                let fingerprint = signal.fingerprint;
-                (Some(fingerprint), Ok(app.processor.process(signal).await))
+                let (fingerprint, outcome) = record(app, signal).await;
+                (Some(fingerprint), Ok(outcome))
             }
             Err(rejection) => (None, Err(rejection)),
         }
@@ -332,6 +344,16 @@ async fn prometheus<P: Processor>(
                         count: Some(count),
                     }
                 }
+                Ok(Outcome::NotAccepted { message, .. }) => {
+                    summary.rejected += 1;
+                    BatchItem {
+                        status: "rejected",
+                        fingerprint,
+                        message,
+                        remediation_request_name: None,
+                        count: None,
+                    }
+                }
                 Err(rejection) => {
                     summary.rejected += 1;
                     BatchItem {
@@ -357,6 +379,7 @@ async fn prometheus<P: Processor>(
 /// 201 or 202 for one signal.
 fn single(fingerprint: &str, outcome: Outcome) -> Response<Bytes> {
     match outcome {
+        Outcome::NotAccepted { message, .. } => not_accepted(fingerprint, message),
         Outcome::Created { name, namespace } => json(
             StatusCode::CREATED,
             &SignalResponse {
@@ -395,6 +418,21 @@ fn single(fingerprint: &str, outcome: Outcome) -> Response<Bytes> {
     }
 }
 
+/// 200 for a signal out of scope: valid, deliberately not recorded. Not a 4xx, which a sender
+/// might alert on or drop as broken input; the same body as the kubernaut Gateway's.
+fn not_accepted(fingerprint: &str, message: String) -> Response<Bytes> {
+    json(
+        StatusCode::OK,
+        &NotAcceptedResponse {
+            status: "rejected",
+            reason: "unmanaged_resource",
+            message,
+            fingerprint,
+            action: "add the label kubernaut.ai/managed=true to the resource or its namespace",
+        },
+    )
+}
+
 /// RFC 3339 in UTC with second precision, as Kubernetes writes times.
 pub fn rfc3339(at: jiff::Timestamp) -> String {
     at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -421,6 +459,15 @@ struct SignalResponse<'a> {
     remediation_request_namespace: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<DuplicateMetadata>,
+}
+
+#[derive(Serialize)]
+struct NotAcceptedResponse<'a> {
+    status: &'static str,
+    reason: &'static str,
+    message: String,
+    fingerprint: &'a str,
+    action: &'static str,
 }
 
 #[derive(Serialize)]

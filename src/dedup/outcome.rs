@@ -28,6 +28,14 @@ pub enum Outcome {
         /// Latest occurrence (this one).
         last_seen: Timestamp,
     },
+    /// The signal is out of scope (`scope.managed_only`): answered 200, nothing written. The
+    /// engine never returns it; the owner stage in front of it does.
+    NotAccepted {
+        /// The `reason` label, e.g. `unmanaged`.
+        reason: &'static str,
+        /// Why, for the sender.
+        message: String,
+    },
 }
 
 /// Why a valid signal could not be recorded.

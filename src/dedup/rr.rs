@@ -10,9 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use crate::index::{GENERATION_LABEL, rr_name};
 use crate::ingest::Signal;
 use crate::k8s::types::{
-    ANNOTATION_VALUE_MAX, LABEL_VALUE_MAX, ORIGINAL_PAYLOAD_MAX, RemediationRequest,
-    RemediationRequestSpec, ResourceRef, SignalSource, SignalType, TargetType, truncate_bytes,
-    truncate_chars,
+    ANNOTATION_VALUE_MAX, LABEL_VALUE_MAX, LABELLED_TARGET_ANNOTATION, ORIGINAL_PAYLOAD_MAX,
+    RemediationRequest, RemediationRequestSpec, ResourceRef, SignalSource, SignalType, TargetType,
+    truncate_bytes, truncate_chars,
 };
 
 /// Annotation naming the authenticated identity whose signal created the RR.
@@ -89,6 +89,12 @@ pub fn build_with(
     }
     if let Some(peer) = signal.origin.peer {
         annotations.insert(CREATED_FROM_ANNOTATION.to_owned(), peer.ip().to_string());
+    }
+    if let Some(labelled) = &signal.labelled {
+        annotations.insert(
+            LABELLED_TARGET_ANNOTATION.to_owned(),
+            format!("{}/{}", labelled.kind, labelled.name),
+        );
     }
     RemediationRequest {
         metadata: ObjectMeta {

@@ -40,8 +40,12 @@ pub struct Signal {
     pub severity: String,
     /// Which adapter produced it.
     pub source: SignalSource,
-    /// The workload the signal is about.
+    /// The workload the signal is about: the labelled object, or the top of its controller
+    /// chain once the owner stage resolved it (`crate::owners`).
     pub resource: ResourceRef,
+    /// The object the source named, when owner resolution replaced `resource` with its
+    /// controller (`None`: `resource` is as labelled).
+    pub labelled: Option<ResourceRef>,
     /// The `cluster` label, when present.
     pub cluster: Option<String>,
     /// Alert labels merged over the common labels (alert wins).

@@ -107,7 +107,9 @@ pub fn check_cluster(value: &str, field: &'static str) -> Result<(), Rejection> 
         (Some(first), Some(last)) => {
             alnum(first)
                 && alnum(last)
-                && bytes.iter().all(|b| alnum(b) || matches!(b, b'-' | b'_' | b'.'))
+                && bytes
+                    .iter()
+                    .all(|b| alnum(b) || matches!(b, b'-' | b'_' | b'.'))
         }
         _ => false,
     };

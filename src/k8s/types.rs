@@ -73,6 +73,12 @@ pub struct RemediationRequestSpec {
     pub original_payload: Option<String>,
 }
 
+/// Annotation on an RR whose `spec.targetResource` is the controller owner resolution found:
+/// the object the creating signal named, as `<Kind>/<name>` (same namespace as the target, since
+/// owners share their dependents' namespace). An annotation, not a spec field, so the CRD and
+/// its validation stay as they are; absent when the target is as labelled.
+pub const LABELLED_TARGET_ANNOTATION: &str = "kubernaut.ai/labelled-target";
+
 /// Cap on `spec.originalPayload`; keeps RRs small so creates stay fast.
 pub const ORIGINAL_PAYLOAD_MAX: usize = 65536;
 /// Cap on each `spec.signalLabels` value.

@@ -127,6 +127,22 @@ fn describe() {
         names::CIRCUIT_BREAKER_STATE,
         "Kubernetes circuit breaker: 0 closed, 1 open (503 without calling)."
     );
+    describe_counter!(
+        names::OWNER_RESOLUTIONS,
+        "Signal targets looked up in the owner cache, by result."
+    );
+    describe_counter!(
+        names::OWNER_FALLBACKS,
+        "Signals that kept their labelled resource because the owner cache could not resolve it, by reason."
+    );
+    describe_gauge!(
+        names::OWNER_CACHE_OBJECTS,
+        "Objects (workloads, and namespaces for the scope rule) held by the owner metadata cache."
+    );
+    describe_counter!(
+        names::SIGNALS_OUT_OF_SCOPE,
+        "Signals answered 200 and not recorded because their target is not managed, by reason."
+    );
     describe_gauge!(names::IN_FLIGHT, "Signal requests being processed.");
     describe_counter!(
         names::REJECTED_OVERLOAD,

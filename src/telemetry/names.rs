@@ -46,6 +46,14 @@ pub const CIRCUIT_BREAKER_STATE: &str = "gateway_circuit_breaker_state";
 pub const IN_FLIGHT: &str = "gateway_in_flight_requests";
 /// Counter.
 pub const REJECTED_OVERLOAD: &str = "gateway_overload_rejections_total";
+/// Counter, label `result` (`controller`, `unowned`, `other_kind`): owner resolutions.
+pub const OWNER_RESOLUTIONS: &str = "gateway_owner_resolutions_total";
+/// Counter, label `reason`: signals that kept their labelled resource.
+pub const OWNER_FALLBACKS: &str = "gateway_owner_fallbacks_total";
+/// Gauge: objects held by the owner cache.
+pub const OWNER_CACHE_OBJECTS: &str = "gateway_owner_cache_objects";
+/// Counter, label `reason` (`unmanaged`, `opted_out`).
+pub const SIGNALS_OUT_OF_SCOPE: &str = "gateway_signals_out_of_scope_total";
 /// Gauge (bytes), read from `/proc` at each scrape.
 pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
 /// Counter-like gauge (seconds of user + system CPU), read from `/proc` at each scrape.

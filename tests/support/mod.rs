@@ -26,7 +26,12 @@ pub struct Gateway {
     pub health: String,
     /// Metrics listener base URL.
     pub metrics: String,
+    /// Its log lines after "gateway listening" (at most [`LOG_LINES_KEPT`]).
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
+
+/// Log lines a [`Gateway`] keeps for [`Gateway::logs_with`].
+pub const LOG_LINES_KEPT: usize = 10_000;
 
 impl Gateway {
     /// Starts the binary on loopback ports chosen by the OS, against `kubeconfig`, with RRs in
@@ -55,10 +60,16 @@ impl Gateway {
             }
         };
         // Keep draining stderr so the gateway never blocks on a full pipe.
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 if std::env::var_os("GATEWAY_TEST_LOGS").is_some() {
                     eprintln!("{line}");
+                }
+                let mut kept = kept.lock().unwrap();
+                if kept.len() < LOG_LINES_KEPT {
+                    kept.push(line);
                 }
             }
         });
@@ -68,7 +79,14 @@ impl Gateway {
             health: url("health"),
             metrics: url("metrics"),
             child,
+            logs,
         }
+    }
+
+    /// Its log lines so far that contain `text`.
+    pub fn logs_with(&self, text: &str) -> Vec<String> {
+        let logs = self.logs.lock().unwrap();
+        logs.iter().filter(|l| l.contains(text)).cloned().collect()
     }
 
     /// Waits until `/readyz` answers 200.

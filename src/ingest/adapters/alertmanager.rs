@@ -293,6 +293,7 @@ fn to_signal(
         severity,
         source: SignalSource::Prometheus,
         resource,
+        labelled: None,
         cluster,
         labels,
         annotations,
@@ -587,7 +588,10 @@ mod tests {
             let mut labels = deploy_labels();
             labels["cluster"] = json!(good);
             assert_eq!(
-                one(&webhook(vec![alert(labels)])).unwrap().cluster.as_deref(),
+                one(&webhook(vec![alert(labels)]))
+                    .unwrap()
+                    .cluster
+                    .as_deref(),
                 Some(good)
             );
         }

@@ -234,6 +234,7 @@ pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
                 .and_then(|o| non_empty(&o.api_version))
                 .map(str::to_owned),
         },
+        labelled: None,
         cluster: None,
         labels,
         annotations,
