@@ -162,7 +162,7 @@ async fn plane_and_namespace(prefix: &str) -> (&'static ControlPlane, kube::Clie
 async fn pods_resolve_to_their_top_controller_and_siblings_share_one_rr() {
     let (plane, client, ns) = plane_and_namespace("owners").await;
     workloads(&client, &ns, json!({})).await;
-    let http = Http::new();
+    let http = Http::authorized(&support::sender_token(plane, &ns).await);
     let gateway = Gateway::start(plane.kubeconfig_path(), &ns, &[]);
     gateway.ready(&http).await;
 
@@ -218,7 +218,11 @@ async fn pods_resolve_to_their_top_controller_and_siblings_share_one_rr() {
     }
     let lonely = rrs_of(&client, &ns, &fp(&ns, "Pod", "lonely")).await;
     assert!(
-        lonely[0].metadata.annotations.is_none(),
+        !lonely[0]
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(LABELLED_TARGET_ANNOTATION)),
         "a target taken as labelled has no labelled-target annotation"
     );
 
@@ -308,9 +312,16 @@ async fn pods_resolve_to_their_top_controller_and_siblings_share_one_rr() {
         support::metric_value(&text, "gateway_k8s_requests_total", labels)
     };
     let (creates, patches) = (calls(&[("verb", "create")]), calls(&[("verb", "patch")]));
+    // Sender authentication reviewed the one token once.
+    let reviews = calls(&[("verb", "token_review")]) + calls(&[("verb", "access_review")]);
+    assert_eq!(reviews, 2.0);
     let calls = calls(&[]);
     assert_eq!(creates, 5.0);
-    assert_eq!(calls, creates + patches, "only creates and status patches");
+    assert_eq!(
+        calls,
+        creates + patches + reviews,
+        "only creates, status patches and the reviews of the sender"
+    );
 
     // Switched off, the same pod is its own target.
     let off = Gateway::start(plane.kubeconfig_path(), &ns, &["--owners-resolve", "false"]);
@@ -340,6 +351,41 @@ async fn grant(client: &kube::Client, ns: &str, user: &str, rules: serde_json::V
         .create(&PostParams::default(), &binding)
         .await
         .unwrap();
+}
+
+/// Lets `user` make the reviews of sender authentication: the shipped ClusterRole
+/// `gateway-auth-reviewer` (deploy/rbac.yaml), bound to it cluster-wide.
+async fn may_review(client: &kube::Client, user: &str) {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(gateway_envtest::workspace_root().join("deploy/rbac.yaml"))
+        .unwrap();
+    let role: ClusterRole = serde_yaml::Deserializer::from_str(&text)
+        .map(|document| serde_yaml::Value::deserialize(document).unwrap())
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "gateway-auth-reviewer")
+        .map(|o| serde_yaml::from_value(o).unwrap())
+        .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{user}-auth-reviews")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "gateway-auth-reviewer"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .unwrap();
+    for result in [
+        Api::<ClusterRole>::all(client.clone())
+            .create(&PostParams::default(), &role)
+            .await
+            .map(drop),
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .map(drop),
+    ] {
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => panic!("{error}"),
+        }
+    }
 }
 
 fn workload_rules() -> serde_json::Value {
@@ -372,6 +418,7 @@ async fn a_namespace_the_gateway_may_not_watch_falls_back_and_says_so_once() {
     )
     .await;
     grant(&client, &allowed, user, workload_rules()).await;
+    may_review(&client, user).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let mut config: serde_yaml::Value =
@@ -379,7 +426,7 @@ async fn a_namespace_the_gateway_may_not_watch_falls_back_and_says_so_once() {
     config["current-context"] = user.into();
     std::fs::write(&kubeconfig, serde_yaml::to_string(&config).unwrap()).unwrap();
 
-    let http = Http::new();
+    let http = Http::authorized(&support::sender_token(plane, &home).await);
     let namespaces = format!("{allowed},{denied}");
     let gateway = Gateway::start(&kubeconfig, &home, &["--owners-namespaces", &namespaces]);
     // Ready although the watches in `denied` are refused: a refusal settles them.
@@ -542,7 +589,7 @@ async fn the_scope_rule_answers_unmanaged_targets_200_and_records_managed_ones()
     workloads(&client, &managed, json!({"kubernaut.ai/managed": "false"})).await;
     workloads(&client, &plain, json!({"kubernaut.ai/managed": "true"})).await;
 
-    let http = Http::new();
+    let http = Http::authorized(&support::sender_token(plane, &home).await);
     let scoped = Gateway::start(
         plane.kubeconfig_path(),
         &home,
