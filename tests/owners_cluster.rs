@@ -662,3 +662,48 @@ async fn the_scope_rule_answers_unmanaged_targets_200_and_records_managed_ones()
         1
     );
 }
+
+/// An Event written by the `events.k8s.io/v1` recorder (kube-scheduler's kind), created through
+/// that API and read back through `core/v1` as an event forwarder reads it: null
+/// `firstTimestamp`/`lastTimestamp`, `eventTime` and `series` instead. Accepted, and resolved to
+/// the pod's Deployment like any other signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_the_events_v1_recorder_is_accepted_and_resolved() {
+    let (plane, client, ns) = plane_and_namespace("owners-events").await;
+    workloads(&client, &ns, json!({})).await;
+    let http = Http::authorized(&support::sender_token(plane, &ns).await);
+    let gateway = Gateway::start(plane.kubeconfig_path(), &ns, &[]);
+    gateway.ready(&http).await;
+
+    let now = jiff::Timestamp::now();
+    let micro = now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let recorded: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": "api-7d9f8-aaaaa.scheduling", "namespace": ns},
+        "eventTime": micro,
+        "series": {"count": 3, "lastObservedTime": micro},
+        "reportingController": "default-scheduler",
+        "reportingInstance": "default-scheduler-envtest",
+        "action": "Scheduling",
+        "reason": "FailedScheduling",
+        "regarding": {"kind": "Pod", "namespace": ns, "name": "api-7d9f8-aaaaa", "apiVersion": "v1"},
+        "note": "0/3 nodes are available: 3 Insufficient memory.",
+        "type": "Warning",
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &recorded)
+        .await
+        .unwrap();
+    let read = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+        .get("api-7d9f8-aaaaa.scheduling")
+        .await
+        .unwrap();
+    assert!(read.first_timestamp.is_none() && read.last_timestamp.is_none());
+    let mut body = serde_json::to_value(&read).unwrap();
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Event".into();
+    let url = format!("{}/api/v1/signals/kubernetes-event", gateway.api);
+    let (status, answer) = http.post(&url, &body).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["fingerprint"], fp(&ns, "Deployment", "api"));
+}
