@@ -67,20 +67,19 @@ struct Running {
 }
 
 async fn start(files: TlsFiles) -> Running {
+    start_with(files, Config::default()).await
+}
+
+async fn start_with(files: TlsFiles, config: Config) -> Running {
     let mut listeners = Listeners::loopback().await.unwrap();
     listeners.api_tls = Some(Tls::load(files).unwrap());
     let address = listeners.api.local_addr().unwrap();
     let parts =
         Parts::processor(Arc::new(Creates), Arc::new(SystemClock)).with_auth(Arc::new(OneToken));
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(gateway::run(
-        Config::default(),
-        parts,
-        listeners,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    tokio::spawn(gateway::run(config, parts, listeners, async move {
+        let _ = stopped.await;
+    }));
     Running {
         address,
         plain: format!("http://{address}"),
@@ -274,5 +273,47 @@ fn a_key_that_does_not_match_the_certificate_is_refused_naming_the_file() {
     assert!(
         error.to_string().contains(&two.key.display().to_string()),
         "{error}"
+    );
+}
+
+/// Connections that never finish their TLS handshake hold slots like idle ones: at the cap the
+/// oldest is closed for a new client, which gets through at once instead of waiting out the
+/// handshake deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_do_not_lock_out_a_real_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::Ca::new("gateway-test-ca");
+    let server = ca.server(dir.path(), "tls", "gateway");
+    let mut config = Config::default();
+    config.api.max_connections = 2;
+    let running = start_with(
+        TlsFiles {
+            cert_file: server.cert,
+            key_file: server.key,
+            client_ca_file: None,
+            reload_interval: Duration::from_secs(10),
+        },
+        config,
+    )
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..5 {
+        stalled.push(
+            tokio::net::TcpStream::connect(running.address)
+                .await
+                .unwrap(),
+        );
+    }
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(3),
+        post_tls(&running, &connector(&ca, None)),
+    )
+    .await
+    .expect("answered within 3 s, not after the 10 s handshake deadline");
+    assert_eq!(answer.unwrap().0, StatusCode::CREATED);
+    eprintln!(
+        "answered after {:?} behind 5 stalled handshakes",
+        started.elapsed()
     );
 }

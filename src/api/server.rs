@@ -163,15 +163,25 @@ where
                     connection.drive(stream, peer, handler).await;
                 }
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let peer = Peer { addr, tls: true };
-                            connection.drive(stream, peer, handler).await;
+                    // A handshake holds its connection's slot: it ends at the header deadline,
+                    // or at once when the connection is evicted or the listener stops.
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                    let close = connection.close.clone();
+                    tokio::select! {
+                        result = handshake => match result {
+                            Ok(Ok(stream)) => {
+                                let peer = Peer { addr, tls: true };
+                                connection.drive(stream, peer, handler).await;
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(%error, %addr, "TLS handshake failed");
+                            }
+                            Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                        },
+                        _ = close.cancelled() => {
+                            tracing::debug!(%addr, "TLS handshake abandoned: connection closed");
                         }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%error, %addr, "TLS handshake failed");
-                        }
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                     }
                 }
             }
