@@ -3,7 +3,8 @@
 # names a Pod that exists (an orphan, so the fingerprint, and the load tool's count check, stay
 # the Pod's: resolution looks it up in the cache and finds it is its own top). Rounds alternate
 # off / on; each round has its own run id, hence its own pods and RRs. Reports are written to
-# target/perf/owners/<resolve>-<round>.json.
+# target/perf/owners/<resolve>-<round>.json. The gateways run with --auth-mode none: this
+# measures resolution, not sender authentication (PERF.md measures that on its own).
 # Usage: loadtest/perf-owners.sh [rounds=2] [rate=100] — build first:
 #   cargo build --release -p gateway -p gateway-envtest -p gateway-loadtest
 set -euo pipefail
@@ -36,7 +37,7 @@ PY
     "${kubectl[@]}" -n loadtest-workloads create -f "$out/pods-$run.yaml" >/dev/null
     target/release/gateway --listen 127.0.0.1:28080 --health-listen 127.0.0.1:28081 \
       --metrics-listen 127.0.0.1:29090 --namespace loadtest --kubeconfig "$kubeconfig" \
-      --log-level warn --owners-resolve "$resolve" 2> "$out/gateway-$run.log" &
+      --log-level warn --auth-mode none --owners-resolve "$resolve" 2> "$out/gateway-$run.log" &
     gw=$!
     until curl -sf http://127.0.0.1:28081/readyz >/dev/null; do sleep 0.2; done
     echo "== round $round, owners.resolve=$resolve (run $run)"
