@@ -13,14 +13,7 @@ rounds="${1:-2}"; rate="${2:-100}"
 duration=30s; warmup=5s; pool=500
 out=target/perf/owners; mkdir -p "$out"
 kubeconfig="$PWD/$out/kubeconfig"
-bin="$(bash envtest/scripts/build-control-plane.sh)"
-fifo="$(mktemp -u)"; mkfifo "$fifo"
-target/release/gateway-envtest up --kubeconfig "$kubeconfig" > "$fifo" &
-plane=$!
-gw=
-cleanup() { [[ -n "$gw" ]] && kill "$gw" 2>/dev/null; kill "$plane" 2>/dev/null; wait 2>/dev/null || true; rm -f "$fifo"; }
-trap cleanup EXIT
-read -r _ < "$fifo"
+source loadtest/local-plane.sh
 kubectl=("$bin/kubectl" --kubeconfig "$kubeconfig")
 "${kubectl[@]}" create namespace loadtest >/dev/null
 "${kubectl[@]}" create namespace loadtest-workloads >/dev/null

@@ -13,14 +13,7 @@ cd "$(dirname "$0")/.."
 alerts="${1:-400}"; rounds="${2:-200}"; parallel="${3:-8}"; gateway="${4:-target/release/gateway}"
 out=target/perf/amplification; mkdir -p "$out"
 kubeconfig="$PWD/$out/kubeconfig"
-bin="$(bash envtest/scripts/build-control-plane.sh)"
-fifo="$(mktemp -u)"; mkfifo "$fifo"
-target/release/gateway-envtest up --kubeconfig "$kubeconfig" > "$fifo" &
-plane=$!
-gw=
-cleanup() { [[ -n "$gw" ]] && kill "$gw" 2>/dev/null; kill "$plane" 2>/dev/null; wait 2>/dev/null || true; rm -f "$fifo"; }
-trap cleanup EXIT
-read -r _ < "$fifo"
+source loadtest/local-plane.sh
 "$bin/kubectl" --kubeconfig "$kubeconfig" create namespace amp >/dev/null
 python3 - "$alerts" > "$out/body.json" <<'PY'
 import json, sys, datetime

@@ -13,14 +13,7 @@ shift || true
 bins=("$@"); [[ ${#bins[@]} -eq 0 ]] && bins=(target/release/gateway)
 out=target/perf/rss; mkdir -p "$out"
 kubeconfig="$PWD/$out/kubeconfig"
-bin="$(bash envtest/scripts/build-control-plane.sh)"
-fifo="$(mktemp -u)"; mkfifo "$fifo"
-target/release/gateway-envtest up --kubeconfig "$kubeconfig" > "$fifo" &
-plane=$!
-gw=
-cleanup() { [[ -n "$gw" ]] && kill "$gw" 2>/dev/null; kill "$plane" 2>/dev/null; wait 2>/dev/null || true; rm -f "$fifo"; }
-trap cleanup EXIT
-read -r _ < "$fifo"
+source loadtest/local-plane.sh
 "$bin/kubectl" --kubeconfig "$kubeconfig" create namespace rss >/dev/null
 target/release/examples/preload_rrs "$kubeconfig" rss "$n" 32
 for gateway in "${bins[@]}"; do

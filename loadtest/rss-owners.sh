@@ -12,14 +12,7 @@ cd "$(dirname "$0")/.."
 n="${1:-10000}"
 out=target/perf/rss-owners; mkdir -p "$out"
 kubeconfig="$PWD/$out/kubeconfig"
-bin="$(bash envtest/scripts/build-control-plane.sh)"
-fifo="$(mktemp -u)"; mkfifo "$fifo"
-target/release/gateway-envtest up --kubeconfig "$kubeconfig" > "$fifo" &
-plane=$!
-gw=
-cleanup() { [[ -n "$gw" ]] && kill "$gw" 2>/dev/null; kill "$plane" 2>/dev/null; wait 2>/dev/null || true; rm -f "$fifo"; }
-trap cleanup EXIT
-read -r _ < "$fifo"
+source loadtest/local-plane.sh
 kubectl=("$bin/kubectl" --kubeconfig "$kubeconfig")
 "${kubectl[@]}" create namespace rss >/dev/null
 python3 - "$n" > "$out/objects.yaml" <<'PY'
