@@ -29,7 +29,7 @@ print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
 PY
     "${kubectl[@]}" -n loadtest-workloads create -f "$out/pods-$run.yaml" >/dev/null
     target/release/gateway --listen 127.0.0.1:28080 --health-listen 127.0.0.1:28081 \
-      --metrics-listen 127.0.0.1:29090 --namespace loadtest --kubeconfig "$kubeconfig" \
+      --metrics-listen 127.0.0.1:29090 --peer-listen 127.0.0.1:0 --namespace loadtest --kubeconfig "$kubeconfig" \
       --log-level warn --auth-mode none --owners-resolve "$resolve" 2> "$out/gateway-$run.log" &
     gw=$!
     until curl -sf http://127.0.0.1:28081/readyz >/dev/null; do sleep 0.2; done

@@ -18,7 +18,7 @@ trap cleanup EXIT
 read -r _ < "$fifo"
 "$bin/kubectl" --kubeconfig "$kubeconfig" create namespace loadtest >/dev/null
 target/release/gateway --listen 127.0.0.1:18080 --health-listen 127.0.0.1:18081 \
-  --metrics-listen 127.0.0.1:19090 --namespace loadtest --kubeconfig "$kubeconfig" \
+  --metrics-listen 127.0.0.1:19090 --peer-listen 127.0.0.1:0 --namespace loadtest --kubeconfig "$kubeconfig" \
   --log-level warn 2> "$out/gateway.log" &
 gw=$!
 until curl -sf http://127.0.0.1:18081/readyz >/dev/null; do sleep 0.2; done

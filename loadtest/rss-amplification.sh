@@ -28,7 +28,7 @@ print(json.dumps({
 PY
 echo "body: $(wc -c < "$out/body.json") bytes, $alerts alerts"
 "$gateway" --listen 127.0.0.1:28180 --health-listen 127.0.0.1:28181 \
-  --metrics-listen 127.0.0.1:29190 --namespace amp --kubeconfig "$kubeconfig" \
+  --metrics-listen 127.0.0.1:29190 --peer-listen 127.0.0.1:0 --namespace amp --kubeconfig "$kubeconfig" \
   --auth-mode none --log-level error &
 gw=$!
 until curl -sf http://127.0.0.1:28181/readyz >/dev/null; do sleep 0.2; done

@@ -20,7 +20,7 @@ for gateway in "${bins[@]}"; do
   echo "== $gateway"
   start=$(date +%s.%N)
   "$gateway" --listen 127.0.0.1:28080 --health-listen 127.0.0.1:28081 \
-    --metrics-listen 127.0.0.1:29090 --namespace rss --kubeconfig "$kubeconfig" --log-level warn &
+    --metrics-listen 127.0.0.1:29090 --peer-listen 127.0.0.1:0 --namespace rss --kubeconfig "$kubeconfig" --log-level warn &
   gw=$!
   until curl -sf http://127.0.0.1:28081/readyz >/dev/null; do sleep 0.2; done
   echo "ready after $(echo "$(date +%s.%N) - $start" | bc) s"

@@ -47,7 +47,7 @@ echo "creating $n pods..."
 for resolve in false true; do
   echo "== owners.resolve=$resolve"
   "target/release/gateway" --listen 127.0.0.1:28080 --health-listen 127.0.0.1:28081 \
-    --metrics-listen 127.0.0.1:29090 --namespace rss --kubeconfig "$kubeconfig" --log-level warn \
+    --metrics-listen 127.0.0.1:29090 --peer-listen 127.0.0.1:0 --namespace rss --kubeconfig "$kubeconfig" --log-level warn \
     --owners-resolve "$resolve" &
   gw=$!
   until curl -sf http://127.0.0.1:28081/readyz >/dev/null; do sleep 0.2; done

@@ -31,4 +31,4 @@ if ! $have_kubeconfig; then
   args+=(--kubeconfig "$kubeconfig" --namespace "${GATEWAY_NAMESPACE:-default}" --auth-mode none)
 fi
 target/release/gateway --listen 127.0.0.1:8080 --health-listen 127.0.0.1:8081 \
-  --metrics-listen 127.0.0.1:9090 --log-format text "${args[@]}"
+  --metrics-listen 127.0.0.1:9090 --peer-listen 127.0.0.1:8082 --log-format text "${args[@]}"

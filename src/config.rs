@@ -29,6 +29,8 @@ pub struct Config {
     pub owners: OwnersConfig,
     /// The scope rule.
     pub scope: ScopeConfig,
+    /// Replicas sharing the work: membership through Leases, ownership by fingerprint.
+    pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -340,6 +342,52 @@ pub struct ScopeConfig {
     pub managed_only: bool,
 }
 
+/// `cluster.*`: each fingerprint owned by one live replica, found through `coordination.k8s.io`
+/// Leases; a replica forwards the signals it does not own to their owner.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Take part in the ring (default). Off: this replica keeps no Lease, forwards nothing and
+    /// records every signal it receives itself, as a single replica does; replicas that still
+    /// disagree cost extra writes, never wrong counts.
+    pub enabled: bool,
+    /// Listener for signals forwarded by other replicas (`POST /internal/v1/signal`).
+    pub peer_listen: SocketAddr,
+    /// Address other replicas reach the peer listener at, written into this replica's Lease.
+    /// Default: `POD_IP` (set by the Deployment) with the peer listener's port, else the
+    /// peer listener's own address when it is not a wildcard; with neither, the ring is off.
+    pub advertise: Option<SocketAddr>,
+    /// A member whose Lease has not been renewed for this long has left the ring (written as
+    /// the Lease's `leaseDurationSeconds`, whole seconds, at least 1).
+    pub lease_duration: Duration,
+    /// How often this replica renews its Lease; below `lease_duration`.
+    pub renew_interval: Duration,
+    /// Deadline of one forwarded signal, connection included. An owner answers within its own
+    /// `api.request_timeout`, so this is longer; a forward that was sent but not answered
+    /// within it is 503 to the sender (the owner may have counted it).
+    pub forward_timeout: Duration,
+    /// Forwarded signals in flight to one peer at once; beyond it the receiver records the
+    /// signal itself.
+    pub max_in_flight_per_peer: usize,
+    /// Open connections on the peer listener.
+    pub max_connections: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: true,
+            peer_listen: SocketAddr::from(([0, 0, 0, 0], 8082)),
+            advertise: None,
+            lease_duration: Duration::from_secs(15),
+            renew_interval: Duration::from_secs(5),
+            forward_timeout: Duration::from_secs(6),
+            max_in_flight_per_peer: 256,
+            max_connections: 256,
+        }
+    }
+}
+
 /// `log.*`
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -469,6 +517,26 @@ impl Config {
         }
         if self.kubernetes.breaker_failures == 0 {
             return invalid("kubernetes.breaker_failures", "must be at least 1");
+        }
+        if self.cluster.lease_duration < Duration::from_secs(1) {
+            return invalid("cluster.lease_duration", "must be at least 1s");
+        }
+        if self.cluster.renew_interval.is_zero()
+            || self.cluster.renew_interval >= self.cluster.lease_duration
+        {
+            return invalid(
+                "cluster.renew_interval",
+                "must be positive and below cluster.lease_duration",
+            );
+        }
+        if self.cluster.forward_timeout.is_zero() {
+            return invalid("cluster.forward_timeout", "must be positive");
+        }
+        if self.cluster.max_in_flight_per_peer == 0 || self.cluster.max_connections == 0 {
+            return invalid(
+                "cluster.max_in_flight_per_peer",
+                "cluster.max_in_flight_per_peer and cluster.max_connections must be at least 1",
+            );
         }
         if self.storm.threshold < 2 {
             return invalid("storm.threshold", "must be at least 2");

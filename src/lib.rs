@@ -6,7 +6,10 @@
 //! Dependencies point one way, from the top of this list to the bottom; no module imports one
 //! listed above it.
 //! - [`run`] and [`parts`]: the entry point and what it serves with.
-//! - [`api`]: the three HTTP listeners, limits, and the one error → response mapping.
+//! - [`api`]: the HTTP listeners (API, peer, health, metrics), limits, and the one error →
+//!   response mapping.
+//! - [`cluster`]: replicas sharing the work: Lease membership, ownership by fingerprint, the
+//!   forward to the owner.
 //! - [`auth`]: who may send signals (TokenReview + SubjectAccessReview, cached).
 //! - [`config`]: the YAML configuration, every limit a documented field with a default.
 //! - [`processor`]: the seam between the HTTP layer and deduplication, with the owner stage
@@ -29,6 +32,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod dedup;
 pub mod fingerprint;
@@ -55,10 +59,13 @@ pub use crate::parts::Parts;
 use crate::processor::Processor;
 use crate::telemetry::Metrics;
 
-/// The three bound listeners.
+/// The bound listeners.
 pub struct Listeners {
     /// Signal API.
     pub api: TcpListener,
+    /// Signals forwarded by other replicas (`cluster.peer_listen`); served only when the parts
+    /// joined a ring.
+    pub peer: Option<TcpListener>,
     /// `/healthz`, `/readyz`.
     pub health: TcpListener,
     /// `/metrics`.
@@ -73,12 +80,17 @@ impl Listeners {
         let bind = || TcpListener::bind("127.0.0.1:0");
         Ok(Listeners {
             api: bind().await?,
+            peer: None,
             health: bind().await?,
             metrics: bind().await?,
             api_tls: None,
         })
     }
 }
+
+/// How long the peer listener keeps serving after the API drained, for forwards from peers
+/// that have not yet seen this replica's Lease go.
+pub const PEER_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves `parts` on `listeners` until `shutdown` completes, then shuts down in three steps:
 /// readiness turns false and the listeners stop accepting (the watch ends too); in-flight
@@ -96,6 +108,7 @@ pub async fn run<P: Processor>(
         health,
         clock,
         shutdown: tokens,
+        cluster,
         tasks,
     } = parts;
     let options = |name, max_connections| ServeOptions {
@@ -109,20 +122,42 @@ pub async fn run<P: Processor>(
     let api_options = options("api", config.api.max_connections);
     let health_options = options("health", config.api.health_max_connections);
     let metrics_options = options("metrics", config.api.metrics_max_connections);
+    let peer_options = options("peer", config.cluster.max_connections);
     let handles = Metrics::new();
     let mut tasks = tasks;
     let acceptor = listeners.api_tls.map(|tls| {
         tasks.push(tokio::spawn(tls.reloader(tokens.intake())));
         tls.acceptor
     });
-    let app = Arc::new(App::new(
-        processor,
-        auth,
-        config.api,
-        health.clone(),
-        handles.clone(),
-        clock.clone(),
-    ));
+    let serve_peers = cluster.is_some();
+    let app = Arc::new(
+        App::new(
+            processor,
+            auth,
+            config.api,
+            health.clone(),
+            handles.clone(),
+            clock.clone(),
+        )
+        .with_cluster(cluster),
+    );
+    // The peer listener outlives the API's drain: this replica released its Lease at the first
+    // step, and peers that have not seen that yet still get their forwards processed.
+    let peer_stop = tokio_util::sync::CancellationToken::new();
+    let peers = match listeners.peer.filter(|_| serve_peers) {
+        Some(listener) => {
+            let app = app.clone();
+            Some(tokio::spawn(serve(
+                listener,
+                peer_options,
+                None,
+                handles.clone(),
+                move |request| api::peer::handle(app.clone(), request),
+                peer_stop.clone(),
+            )))
+        }
+        None => None,
+    };
     let api = tokio::spawn(serve(
         listeners.api,
         api_options,
@@ -159,6 +194,12 @@ pub async fn run<P: Processor>(
     match api.await {
         Ok(true) => tracing::info!("in-flight requests drained"),
         _ => tracing::warn!("shutdown grace period ended with requests still open"),
+    }
+    if let Some(peers) = peers {
+        // Long enough for every peer's Lease watch to see the release.
+        tokio::time::sleep(PEER_LINGER).await;
+        peer_stop.cancel();
+        let _ = peers.await;
     }
     tokens.stop_all();
     let _ = tokio::join!(probes, scrapes);

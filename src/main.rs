@@ -15,6 +15,7 @@ use gateway::telemetry::{self, LogFormat};
 /// variable; flags win over environment, environment over the file.
 #[derive(Parser, Debug)]
 #[command(version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GATEWAY_COMMIT"), ")"))]
+#[command(args_override_self = true)]
 struct Args {
     /// YAML configuration file (keys as in deploy/config.example.yaml).
     #[arg(long, env = "GATEWAY_CONFIG")]
@@ -82,6 +83,24 @@ struct Args {
     /// Accept only targets labelled kubernaut.ai/managed=true (or in such a namespace): true or false [scope.managed_only; default false].
     #[arg(long, env = "GATEWAY_SCOPE_MANAGED_ONLY")]
     scope_managed_only: Option<bool>,
+    /// Take part in the replica ring (Leases, ownership by fingerprint): true or false [cluster.enabled; default true].
+    #[arg(long, env = "GATEWAY_CLUSTER_ENABLED")]
+    cluster_enabled: Option<bool>,
+    /// Listener for signals forwarded by other replicas [cluster.peer_listen; default 0.0.0.0:8082].
+    #[arg(long, env = "GATEWAY_PEER_LISTEN")]
+    peer_listen: Option<std::net::SocketAddr>,
+    /// Address peers reach this replica's peer listener at [cluster.advertise; default POD_IP with the peer port].
+    #[arg(long, env = "GATEWAY_ADVERTISE")]
+    advertise: Option<std::net::SocketAddr>,
+    /// How long an unrenewed member Lease stays in the ring [cluster.lease_duration; default 15s].
+    #[arg(long, env = "GATEWAY_LEASE_DURATION", value_parser = gateway::config::duration::parse)]
+    lease_duration: Option<std::time::Duration>,
+    /// How often this replica renews its Lease [cluster.renew_interval; default 5s].
+    #[arg(long, env = "GATEWAY_LEASE_RENEW_INTERVAL", value_parser = gateway::config::duration::parse)]
+    lease_renew_interval: Option<std::time::Duration>,
+    /// Deadline of one signal forwarded to its owner [cluster.forward_timeout; default 6s].
+    #[arg(long, env = "GATEWAY_FORWARD_TIMEOUT", value_parser = gateway::config::duration::parse)]
+    forward_timeout: Option<std::time::Duration>,
     /// Log format [log.format; default json].
     #[arg(long, env = "GATEWAY_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -123,6 +142,12 @@ impl Args {
             owners_resolve => owners.resolve,
             owners_namespaces => owners.namespaces,
             scope_managed_only => scope.managed_only,
+            cluster_enabled => cluster.enabled,
+            peer_listen => cluster.peer_listen,
+            advertise => cluster.advertise,
+            lease_duration => cluster.lease_duration,
+            lease_renew_interval => cluster.renew_interval,
+            forward_timeout => cluster.forward_timeout,
             log_format => log.format,
             log_level => log.level,
         );
@@ -180,8 +205,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let peer = match config.cluster.enabled {
+        true => Some(bind(config.cluster.peer_listen).await?),
+        false => None,
+    };
+    let advertise = match &peer {
+        Some(listener) => advertised(config.cluster.advertise, listener.local_addr()?),
+        None => None,
+    };
     let listeners = gateway::Listeners {
         api: bind(config.api.listen).await?,
+        peer,
         health: bind(config.api.health_listen).await?,
         metrics: bind(config.api.metrics_listen).await?,
         api_tls,
@@ -198,12 +232,51 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         auth = ?config.auth.mode,
         health = %listeners.health.local_addr()?,
         metrics = %listeners.metrics.local_addr()?,
+        peer = advertise.map(|a| a.to_string()).as_deref(),
         namespace,
         "gateway listening"
     );
-    let parts = gateway::Parts::kube(&config, client, &namespace);
+    let mut parts = gateway::Parts::kube(&config, client.clone(), &namespace);
+    if let Some(advertise) = advertise {
+        let (cluster, tasks) = gateway::cluster::Cluster::join(
+            &config.cluster,
+            client,
+            &namespace,
+            advertise.to_string(),
+            std::env::var("POD_NAME").ok().as_deref(),
+            config.kubernetes.call_timeout,
+            &parts.shutdown,
+        );
+        parts = parts.with_cluster(cluster, tasks);
+    }
     gateway::run(config, parts, listeners, shutdown_signal()).await;
     Ok(())
+}
+
+/// The address peers reach this replica at: `cluster.advertise`, else `POD_IP` with the bound
+/// peer port, else the bound address itself unless it is a wildcard. `None` (with a warning)
+/// keeps this replica out of the ring: it records every signal itself.
+fn advertised(
+    configured: Option<std::net::SocketAddr>,
+    bound: std::net::SocketAddr,
+) -> Option<std::net::SocketAddr> {
+    if let Some(addr) = configured {
+        return Some(addr);
+    }
+    if let Some(ip) = std::env::var("POD_IP")
+        .ok()
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+    {
+        return Some(std::net::SocketAddr::new(ip, bound.port()));
+    }
+    if !bound.ip().is_unspecified() {
+        return Some(bound);
+    }
+    tracing::warn!(
+        peer_listen = %bound,
+        "cluster.enabled but no address to advertise (set cluster.advertise or POD_IP): this replica records every signal itself"
+    );
+    None
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (a terminal).

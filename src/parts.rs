@@ -1,5 +1,6 @@
 //! What [`crate::run`] serves with: the [`Processor`] behind the routes, who may call them,
-//! readiness, the clock, the shutdown tokens, and the background tasks the processor needs.
+//! readiness, the clock, the shutdown tokens, the ring shared with other replicas, and the
+//! background tasks the processor needs.
 //! Built against a cluster ([`Parts::kube`]: the dedup engine behind the owner stage), around
 //! any [`RrStore`] ([`Parts::store`], for an in-memory store), or
 //! around any [`Processor`] ([`Parts::processor`], for the HTTP contract alone).
@@ -10,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{self, Authenticator};
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::Cluster;
 use crate::config::{AuthMode, Config};
 use crate::dedup::{self, Engine};
 use crate::health::Health;
@@ -37,6 +39,9 @@ pub struct Parts<P> {
     pub clock: Arc<dyn Clock>,
     /// The tokens the background tasks stop on.
     pub shutdown: Shutdown,
+    /// The ring shared with the other replicas (`cluster.*`), once joined with
+    /// [`Parts::with_cluster`]; `None` records every signal here.
+    pub cluster: Option<Arc<Cluster>>,
     /// Spawned background tasks, awaited at the end of shutdown.
     pub(crate) tasks: Vec<JoinHandle<()>>,
 }
@@ -69,6 +74,7 @@ impl Parts<Owners<Engine<KubeStore>, Cache>> {
             health: engine.health,
             clock: engine.clock,
             shutdown: engine.shutdown,
+            cluster: None,
             tasks,
         }
     }
@@ -191,6 +197,7 @@ impl<S: RrStore> Parts<Engine<S>> {
             health,
             clock,
             shutdown,
+            cluster: None,
             tasks: flusher.map(tokio::spawn).into_iter().collect(),
         }
     }
@@ -200,6 +207,14 @@ impl<P: Processor> Parts<P> {
     /// The same parts, with `auth` deciding who may send signals.
     pub fn with_auth(mut self, auth: Arc<dyn Authenticator>) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// The same parts in the ring `cluster` (from [`Cluster::join`] with these parts'
+    /// shutdown tokens), whose `tasks` end with them.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>, tasks: Vec<JoinHandle<()>>) -> Self {
+        self.cluster = Some(cluster);
+        self.tasks.extend(tasks);
         self
     }
 
@@ -213,6 +228,7 @@ impl<P: Processor> Parts<P> {
             health,
             clock,
             shutdown: Shutdown::new(),
+            cluster: None,
             tasks: Vec::new(),
         }
     }

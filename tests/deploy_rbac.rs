@@ -146,9 +146,11 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
     assert_eq!(binding["subjects"][0]["name"], SERVICE_ACCOUNT);
     for rule in role["rules"].as_sequence().unwrap() {
-        assert_eq!(
-            rule["apiGroups"][0], "kubernaut.ai",
-            "the Role grants RRs only"
+        let group = rule["apiGroups"][0].as_str().unwrap();
+        let resource = rule["resources"][0].as_str().unwrap();
+        assert!(
+            group == "kubernaut.ai" || (group == "coordination.k8s.io" && resource == "leases"),
+            "the Role grants RRs and the ring's Leases only: {rule:?}"
         );
     }
     // The reviews of sender authentication, cluster-wide (they read nothing), and the owner
@@ -212,9 +214,17 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
     let kubeconfig = dir.path().join("kubeconfig-gateway");
     support::kubeconfig_for_token(&plane, &token, NAMESPACE, &kubeconfig);
     let config_arg = config_file.to_str().unwrap();
+    // Two replicas in the ring (renewing their Leases every second, so the renewal is seen),
+    // and one outside it, so that a create race between replicas still happens.
+    let ring = ["--config", config_arg, "--lease-renew-interval", "1s"];
     let gateways = [
-        Gateway::start(&kubeconfig, NAMESPACE, &["--config", config_arg]),
-        Gateway::start(&kubeconfig, NAMESPACE, &["--config", config_arg]),
+        Gateway::start(&kubeconfig, NAMESPACE, &ring),
+        Gateway::start(&kubeconfig, NAMESPACE, &ring),
+        Gateway::start(
+            &kubeconfig,
+            NAMESPACE,
+            &["--config", config_arg, "--cluster-enabled", "false"],
+        ),
     ];
     let http = Http::authorized(&support::sender_token(&plane, NAMESPACE).await);
     for gateway in &gateways {
@@ -230,6 +240,7 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
             .into_iter()
             .filter(|(resource, _, _)| {
                 !resource.starts_with("remediationrequests")
+                    && resource != "leases"
                     && resource != "tokenreviews"
                     && resource != "subjectaccessreviews"
             })
@@ -237,7 +248,7 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
     };
     // Each gateway opens 8 watches (7 workload kinds, namespaces), each audited as its list
     // and its watch's start; readiness waits for the lists, not for the watches to start.
-    let opened = 2 * 8 * 2;
+    let opened = gateways.len() * 8 * 2;
     eventually(
         Duration::from_secs(30),
         "the owner cache's watches",
@@ -275,14 +286,15 @@ async fn the_service_account_runs_the_gateway_with_exactly_the_role() {
     .await;
     assert_eq!(count_of(&rr), 7);
 
-    // A lost create race: both replicas see a first occurrence at once; the loser GETs the
-    // winner's RR and counts onto it. Retried on fresh fingerprints until a GET happened.
+    // A lost create race: a replica in the ring and the one outside it see a first
+    // occurrence at once; the loser GETs the winner's RR and counts onto it. Retried on
+    // fresh fingerprints until a GET happened.
     let mut races = 0;
     loop {
         races += 1;
         let pod = format!("race-{races}");
         let body = alert("Crash", NAMESPACE, &pod);
-        let (url0, url1) = (url(0), url(1));
+        let (url0, url1) = (url(0), url(2));
         let (a, b) = tokio::join!(http.post(&url0, &body), http.post(&url1, &body));
         let mut statuses = [a.0, b.0];
         statuses.sort_unstable();

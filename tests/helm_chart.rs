@@ -622,6 +622,24 @@ fn the_full_rendering_wires_every_optional_feature() {
         ports["metrics"],
         u64::from(config.api.metrics_listen.port())
     );
+    assert_eq!(ports["peer"], u64::from(config.cluster.peer_listen.port()));
+    // The ring's address and Lease name come from the pod itself.
+    let env: Vec<(String, String)> = container(&objects)["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let path = e["valueFrom"]["fieldRef"]["fieldPath"].as_str()?;
+            Some((e["name"].as_str()?.to_owned(), path.to_owned()))
+        })
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("POD_IP".to_owned(), "status.podIP".to_owned()),
+            ("POD_NAME".to_owned(), "metadata.name".to_owned())
+        ]
+    );
     assert_eq!(
         service_ports(&objects),
         [

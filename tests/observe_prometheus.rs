@@ -170,25 +170,44 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         &plane,
         "observe",
         &[
-            &["--storm-threshold", "3", "--storm-updates", "async"],
-            &["--config", b_config.to_str().unwrap()],
+            &[
+                "--storm-threshold",
+                "3",
+                "--storm-updates",
+                "async",
+                "--cluster-enabled",
+                "false",
+            ],
+            &[
+                "--config",
+                b_config.to_str().unwrap(),
+                "--cluster-enabled",
+                "false",
+            ],
+            // C and D: a ring of two (A and B stay out of it, so what they provoke stays
+            // theirs).
+            &[],
+            &[],
         ],
     )
     .await;
     let (a, b) = (gateways.remove(0), gateways.remove(0));
+    let (c, d) = (gateways.remove(0), gateways.remove(0));
     let target = |g: &Gateway| g.metrics.trim_start_matches("http://").to_owned();
     let config = format!(
         "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\n\
          rule_files: [{rules}]\n\
          scrape_configs:\n  - job_name: gateway\n    static_configs:\n      \
-         - targets: [{a}, {b}]\n",
+         - targets: [{a}, {b}, {c}, {d}]\n",
         rules = deploy_dir().join("monitoring/rules.yaml").display(),
         a = target(&a),
         b = target(&b),
+        c = target(&c),
+        d = target(&d),
     );
     let prometheus = start_prometheus(dir.path(), &config).await;
-    observe_support::wait_targets_up(&http, &prometheus.url, 2).await;
-    log("control plane, 2 gateways and Prometheus up");
+    observe_support::wait_targets_up(&http, &prometheus.url, 4).await;
+    log("control plane, 4 gateways and Prometheus up");
 
     let signal = |g: &Gateway| format!("{}/api/v1/signals/prometheus", g.api);
     let events = |g: &Gateway| format!("{}/api/v1/signals/kubernetes-event", g.api);
@@ -324,7 +343,31 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         },
     )
     .await;
-    log("load done: creates, duplicates, events, 4xx, storms, race, overload, overflow, limits");
+    // The ring: C forwards what D owns, once both see the other's Lease.
+    for gateway in [&c, &d] {
+        eventually(Duration::from_secs(20), "a ring of two", || async {
+            let members = gateway.metric(&http, "gateway_cluster_members", &[]).await;
+            (members == 2.0).then_some(())
+        })
+        .await;
+    }
+    drive_until(
+        &http,
+        &[&c],
+        "gateway_forwarded_signals_total",
+        "forwards",
+        async |round| {
+            for i in 0..10 {
+                let pod = format!("ring-{round}-{i}");
+                let (status, body) = http.post(&signal(&c), &alert("Ring", &ns, &pod)).await;
+                assert!(accepted(status), "{status} {body}");
+            }
+        },
+    )
+    .await;
+    log(
+        "load done: creates, duplicates, events, 4xx, storms, race, overload, overflow, limits, forwards",
+    );
 
     // Outage: 503s until the breaker opens, which Prometheus must see before the restart.
     plane.stop_apiserver().await.unwrap();

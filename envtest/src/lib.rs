@@ -107,8 +107,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const EXPIRY_MARKER_KEY: &str = "/gateway-envtest/watch-history-expired";
 
 /// What kube-apiserver's audit log records: the TokenReviews and SubjectAccessReviews made
-/// against it (who made them, not their content), and nothing else, so that tests can count
-/// the API calls a gateway's authentication costs without slowing every other request.
+/// against it, and the writes of RRs (create, and patch or update of their status) — who made
+/// them and on what, not their content — and nothing else, so that tests can count the API
+/// calls a gateway's authentication and deduplication cost without slowing every other
+/// request.
 const AUDIT_POLICY: &str = "\
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -120,6 +122,11 @@ rules:
         resources: [tokenreviews]
       - group: authorization.k8s.io
         resources: [subjectaccessreviews]
+  - level: Metadata
+    verbs: [create, patch, update]
+    resources:
+      - group: kubernaut.ai
+        resources: [remediationrequests, remediationrequests/status]
   - level: None
 ";
 
@@ -494,9 +501,10 @@ impl ControlPlane {
         self.etcd.log_path()
     }
 
-    /// The audit events recorded so far for `resource` (`tokenreviews` or
-    /// `subjectaccessreviews`, the only ones the policy records), each the JSON object
-    /// kube-apiserver wrote, at stage `ResponseComplete`.
+    /// The audit events recorded so far for `resource` (`tokenreviews`,
+    /// `subjectaccessreviews`, or `remediationrequests` writes, status subresource included:
+    /// the only ones the policy records), each the JSON object kube-apiserver wrote, at stage
+    /// `ResponseComplete`.
     pub fn audit_events(&self, resource: &str) -> Result<Vec<serde_json::Value>> {
         let path = self.dir().join("audit.log");
         let text = match std::fs::read_to_string(&path) {

@@ -79,7 +79,7 @@ impl GatewayProcess {
             "no gateway binary at {} ({hint})",
             bin.display()
         );
-        let [api, health, metrics] = free_ports::<3>()?.map(|p| format!("127.0.0.1:{p}"));
+        let [api, health, metrics, peer] = free_ports::<4>()?.map(|p| format!("127.0.0.1:{p}"));
         let log = log_dir(args).join(format!("gateway-{index}.log"));
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -87,6 +87,9 @@ impl GatewayProcess {
             ("--listen", &api),
             ("--health-listen", &health),
             ("--metrics-listen", &metrics),
+            // Replicas on one host form their ring over loopback (the advertised address is
+            // the bound one).
+            ("--peer-listen", &peer),
         ];
         let child = Command::new(&bin)
             .args(ours.iter().flat_map(|(flag, addr)| [*flag, addr.as_str()]))

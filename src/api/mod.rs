@@ -1,12 +1,14 @@
 //! The HTTP side: the API listener ([`routes`]: signal routes, limits, errors; optionally over
 //! [`tls`]), the health listener ([`probes`]: `/healthz`, `/readyz`), the metrics listener
-//! ([`metrics`]), and the accept loop they share ([`server`]).
+//! ([`metrics`]), the peer listener ([`peer`]: signals forwarded by other replicas), and the
+//! accept loop they share ([`server`]).
 //!
 //! Errors become responses in one place ([`error`]); the processing behind the routes is a
 //! [`Processor`] so this layer is tested on its own.
 
 pub mod error;
 pub mod metrics;
+pub mod peer;
 pub mod probes;
 pub mod routes;
 pub mod server;
@@ -20,6 +22,7 @@ pub use error::ApiError;
 
 use crate::auth::Authenticator;
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::ApiConfig;
 use crate::health::Health;
 use crate::processor::Processor;
@@ -41,6 +44,8 @@ pub struct App<P> {
     pub clock: Arc<dyn Clock>,
     /// One permit per signal (alert or Event) being processed (`api.max_in_flight`).
     pub in_flight: Arc<Semaphore>,
+    /// The ring this replica shares with its peers; `None` records every signal here.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl<P: Processor> App<P> {
@@ -62,6 +67,13 @@ impl<P: Processor> App<P> {
             metrics,
             clock,
             in_flight,
+            cluster: None,
         }
+    }
+
+    /// The same state, forwarding each signal to the replica of `cluster` that owns it.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::server::Peer;
 use super::{ApiError, App};
+use crate::cluster::Forwarded;
 use crate::fingerprint::Fingerprint;
 use crate::ingest::adapters::{alertmanager, kubernetes_event};
 use crate::ingest::{Limits, Origin, Rejection, Signal, check_signal_bytes};
@@ -114,6 +115,9 @@ where
         .headers()
         .get("x-timestamp")
         .map(|v| v.as_bytes().to_vec());
+    // Relayed when a signal is forwarded to its owner, which checks it again.
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let via = authorization.as_ref();
     let origin = Origin {
         sender: sender.map(|user| user.username),
         peer: request.extensions().get::<Peer>().map(|peer| peer.addr),
@@ -141,7 +145,7 @@ where
                 }
             }
             let _slots = take_slots(app, alerts.iter().filter(|a| a.is_ok()).count())?;
-            prometheus(app, alerts).await
+            prometheus(app, alerts, via).await
         }
         Route::KubernetesEvent => {
             let mut signal = kubernetes_event::parse(&mut body, now)?;
@@ -152,7 +156,7 @@ where
                 .signal_received(Source::KubernetesEvent, &signal.severity);
             signal.origin = origin;
             let _slots = take_slots(app, 1)?;
-            let (fingerprint, outcome) = record(app, signal).await;
+            let (fingerprint, outcome) = record(app, signal, via).await;
             Ok(single(&fingerprint.to_string(), outcome?))
         }
         // Answered 404 before the body was read.
@@ -196,7 +200,10 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn read_body<P: Processor, B>(app: &App<P>, request: Request<B>) -> Result<Vec<u8>, ApiError>
+pub(super) async fn read_body<P: Processor, B>(
+    app: &App<P>,
+    request: Request<B>,
+) -> Result<Vec<u8>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -237,16 +244,31 @@ where
     Ok(buffer)
 }
 
-/// Admits one signal (owner resolution, scope) and records it unless admission answered it;
-/// returns the fingerprint it was recorded under.
+/// Admits one signal (owner resolution, scope) and, unless admission answered it, has it
+/// recorded by the replica that owns its fingerprint: forwarded there with the sender's
+/// credentials (`via`), or recorded here when this replica owns it or the owner did not get
+/// it. Returns the fingerprint it was recorded under.
 async fn record<P: Processor>(
     app: &App<P>,
     mut signal: Signal,
+    via: Option<&HeaderValue>,
 ) -> (Fingerprint, Result<Outcome, ProcessError>) {
     if let Some(outcome) = app.processor.admit(&mut signal) {
         return (signal.fingerprint, Ok(outcome));
     }
     let fingerprint = signal.fingerprint;
+    if let Some(cluster) = &app.cluster
+        && let Some(owner) = cluster.owner(&fingerprint)
+    {
+        match cluster.forward(&owner, &signal, via).await {
+            Forwarded::Answered(result) => return (fingerprint, result),
+            Forwarded::Unanswered(cause) => {
+                return (fingerprint, Err(ProcessError::Unavailable(cause)));
+            }
+            // Counted by the forwarder; nothing was recorded yet.
+            Forwarded::NotSent(_) => {}
+        }
+    }
     (fingerprint, app.processor.process(signal).await)
 }
 
@@ -260,6 +282,7 @@ pub const BATCH_CONCURRENCY: usize = 64;
 async fn prometheus<P: Processor>(
     app: &App<P>,
     alerts: Vec<Result<Signal, Rejection>>,
+    via: Option<&HeaderValue>,
 ) -> Result<Response<Bytes>, ApiError> {
     let total = alerts.len();
     let valid = alerts.iter().filter(|a| a.is_ok()).count();
@@ -282,13 +305,13 @@ async fn prometheus<P: Processor>(
             .into_iter()
             .find_map(Result::ok)
             .ok_or(Rejection::NoAlerts)?;
-        let (fingerprint, outcome) = record(app, signal).await;
+        let (fingerprint, outcome) = record(app, signal, via).await;
         return Ok(single(&fingerprint.to_string(), outcome?));
     }
     let results: Vec<_> = futures::stream::iter(alerts.into_iter().map(|alert| async move {
         match alert {
             Ok(signal) => {
-                let (fingerprint, outcome) = record(app, signal).await;
+                let (fingerprint, outcome) = record(app, signal, via).await;
                 (Some(fingerprint), Ok(outcome))
             }
             Err(rejection) => (None, Err(rejection)),

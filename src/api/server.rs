@@ -37,7 +37,7 @@ use crate::telemetry::Metrics;
 /// Listener settings.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    /// Which listener, for logs and metrics: `api`, `health` or `metrics`.
+    /// Which listener, for logs and metrics: `api`, `peer`, `health` or `metrics`.
     pub name: &'static str,
     /// Open connections at once.
     pub max_connections: usize,

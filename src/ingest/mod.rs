@@ -29,8 +29,9 @@ pub const RESOURCE_NAME_MAX_CHARS: usize = 253;
 /// Longest target resource kind (`spec.targetResource.kind` allows 1..63 characters).
 pub const RESOURCE_KIND_MAX_CHARS: usize = 63;
 
-/// One monitoring signal, normalised from any source.
-#[derive(Clone, Debug, PartialEq)]
+/// One monitoring signal, normalised from any source. Serialisable: a replica forwards it to
+/// the replica that owns its fingerprint (`crate::cluster::forward`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Signal {
     /// Identity of the problem: the target resource (DESIGN.md §3).
     pub fingerprint: Fingerprint,
@@ -62,7 +63,7 @@ pub struct Signal {
 }
 
 /// Who sent a signal and from where, recorded on the RR it creates.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Origin {
     /// The authenticated identity (`auth.mode: kubernetes`), e.g.
     /// `system:serviceaccount:monitoring:alertmanager`.

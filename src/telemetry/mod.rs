@@ -26,7 +26,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let mut builder = PrometheusBuilder::new();
-        for name in [names::HTTP_REQUEST_DURATION, names::K8S_REQUEST_DURATION] {
+        for name in [
+            names::HTTP_REQUEST_DURATION,
+            names::K8S_REQUEST_DURATION,
+            names::FORWARD_DURATION,
+        ] {
             builder = builder
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(name.to_string()),
@@ -144,6 +148,23 @@ fn describe() {
         "Signals answered 200 and not recorded because their target is not managed, by reason."
     );
     describe_gauge!(names::IN_FLIGHT, "Signal requests being processed.");
+    describe_gauge!(
+        names::CLUSTER_MEMBERS,
+        "Live members of the cluster ring this replica sees, itself included."
+    );
+    describe_counter!(
+        names::FORWARDED_SIGNALS,
+        "Signals forwarded to the replica that owns their fingerprint, by outcome."
+    );
+    describe_histogram!(
+        names::FORWARD_DURATION,
+        Unit::Seconds,
+        "Duration of one forward to the owning replica, its answer included."
+    );
+    describe_counter!(
+        names::LOCAL_FALLBACKS,
+        "Signals recorded by the receiving replica although another owns them, by reason."
+    );
     describe_counter!(
         names::REJECTED_OVERLOAD,
         "Requests answered 503 because of a limit."
@@ -516,7 +537,7 @@ pub const LIMITS: [&str; 4] = [
 ];
 
 /// `listener` label values.
-const LISTENERS: [&str; 3] = ["api", "health", "metrics"];
+const LISTENERS: [&str; 4] = ["api", "health", "metrics", "peer"];
 
 /// `outcome` label values of `gateway_auth_decisions_total`.
 const AUTH_OUTCOMES: [&str; 5] = [
@@ -538,7 +559,7 @@ struct Labelled {
     creation_errors: [OnceLock<Counter>; 9],
     ambiguous: [OnceLock<Counter>; 7 * 4],
     limits: [OnceLock<Counter>; 4],
-    evicted: [OnceLock<Counter>; 3],
+    evicted: [OnceLock<Counter>; 4],
 }
 
 impl Default for Labelled {

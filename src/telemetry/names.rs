@@ -15,7 +15,7 @@ pub const AUTH_DECISIONS: &str = "gateway_auth_decisions_total";
 /// Counter, label `limit` (`alerts_per_request`, `signal_bytes`, `body_bytes`,
 /// `body_timeout`): requests or signals refused by a request limit.
 pub const LIMIT_REJECTIONS: &str = "gateway_limit_rejections_total";
-/// Counter, label `listener` (`api`, `health`, `metrics`): idle connections closed to make
+/// Counter, label `listener` (`api`, `peer`, `health`, `metrics`): idle connections closed to make
 /// room for a new one at the listener's connection cap.
 pub const CONNECTIONS_EVICTED: &str = "gateway_connections_evicted_total";
 /// Histogram (seconds), labels `route`, `status`.
@@ -58,3 +58,12 @@ pub const SIGNALS_OUT_OF_SCOPE: &str = "gateway_signals_out_of_scope_total";
 pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
 /// Counter-like gauge (seconds of user + system CPU), read from `/proc` at each scrape.
 pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
+/// Gauge: live members of the cluster ring this replica sees, itself included.
+pub const CLUSTER_MEMBERS: &str = "gateway_cluster_members";
+/// Counter, label `outcome` (`ok`, `error`, `unanswered`): signals forwarded to their owner.
+pub const FORWARDED_SIGNALS: &str = "gateway_forwarded_signals_total";
+/// Histogram (seconds): one forward to the owner, answer included.
+pub const FORWARD_DURATION: &str = "gateway_forward_duration_seconds";
+/// Counter, label `reason` (`unreachable`, `busy`, `refused`): signals a replica recorded
+/// itself although another owns them.
+pub const LOCAL_FALLBACKS: &str = "gateway_local_fallbacks_total";

@@ -26,6 +26,9 @@ pub struct Gateway {
     pub health: String,
     /// Metrics listener base URL.
     pub metrics: String,
+    /// `127.0.0.1:<port>` of the peer listener, the address it advertises in its Lease
+    /// (`None` with `--cluster-enabled false`).
+    pub peer: Option<String>,
     /// Its log lines after "gateway listening" (at most [`LOG_LINES_KEPT`]).
     logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -40,6 +43,7 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
             .args(["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"])
             .args(["--metrics-listen", "127.0.0.1:0", "--namespace", namespace])
+            .args(["--peer-listen", "127.0.0.1:0"])
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--log-format", "json", "--log-level", "info"])
@@ -78,6 +82,7 @@ impl Gateway {
             api: url("api"),
             health: url("health"),
             metrics: url("metrics"),
+            peer: listening["peer"].as_str().map(str::to_owned),
             child,
             logs,
         }
