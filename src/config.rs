@@ -359,17 +359,23 @@ pub struct ClusterConfig {
     pub advertise: Option<SocketAddr>,
     /// A member whose Lease has not been renewed for this long has left the ring (written as
     /// the Lease's `leaseDurationSeconds`, whole seconds, at least 1).
+    #[serde(with = "duration")]
     pub lease_duration: Duration,
     /// How often this replica renews its Lease; below `lease_duration`.
+    #[serde(with = "duration")]
     pub renew_interval: Duration,
     /// Deadline of one forwarded signal, connection included. An owner answers within its own
     /// `api.request_timeout`, so this is longer; a forward that was sent but not answered
     /// within it is 503 to the sender (the owner may have counted it).
+    #[serde(with = "duration")]
     pub forward_timeout: Duration,
     /// Forwarded signals in flight to one peer at once; beyond it the receiver records the
     /// signal itself.
     pub max_in_flight_per_peer: usize,
-    /// Open connections on the peer listener.
+    /// Open connections on the peer listener. Each peer opens up to `max_in_flight_per_peer`
+    /// (HTTP/1.1, one request per connection), so keep it at least (replicas − 1) ×
+    /// `max_in_flight_per_peer`: at the cap an idle connection is closed, and a forward that
+    /// was just being sent on it gets no answer (503).
     pub max_connections: usize,
 }
 
@@ -383,7 +389,7 @@ impl Default for ClusterConfig {
             renew_interval: Duration::from_secs(5),
             forward_timeout: Duration::from_secs(6),
             max_in_flight_per_peer: 256,
-            max_connections: 256,
+            max_connections: 1024,
         }
     }
 }

@@ -622,8 +622,10 @@ fn the_full_rendering_wires_every_optional_feature() {
         ports["metrics"],
         u64::from(config.api.metrics_listen.port())
     );
-    assert_eq!(ports["peer"], u64::from(config.cluster.peer_listen.port()));
-    // The ring's address and Lease name come from the pod itself.
+    // The full values turn the ring off: no peer port (the default rendering, the base, has
+    // it). The ring's address and Lease name come from the pod itself either way.
+    assert!(!config.cluster.enabled);
+    assert!(!ports.contains_key("peer"), "{ports:?}");
     let env: Vec<(String, String)> = container(&objects)["env"]
         .as_sequence()
         .unwrap()
