@@ -320,7 +320,7 @@ pub struct RedeliveryConfig {
     /// would not count. At most 5m.
     #[serde(with = "duration")]
     pub window: Duration,
-    /// Deliveries remembered at most (about 250 bytes each). At the cap the oldest are
+    /// Deliveries remembered at most (about 300 bytes each). At the cap the oldest are
     /// forgotten first: a repeat of one of them is counted again, nothing is refused.
     pub max_entries: usize,
 }
