@@ -25,6 +25,8 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     /// Storm aggregation.
     pub storm: StormConfig,
+    /// Recognising redeliveries.
+    pub redelivery: RedeliveryConfig,
     /// Owner-chain resolution and its metadata cache.
     pub owners: OwnersConfig,
     /// The scope rule.
@@ -308,6 +310,35 @@ impl Default for StormConfig {
     }
 }
 
+/// `redelivery.*`: a delivery identical to one recorded shortly before (the copy another
+/// Alertmanager of an HA cluster sent, a sender's retry after a 503) is answered with the
+/// ordinal of the one it repeats and not counted again.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedeliveryConfig {
+    /// How long a recorded delivery is remembered; `0` turns recognition off (every delivery
+    /// counts). Keep it well below Alertmanager's `repeat_interval` (default 4h, rarely under
+    /// a minute): a re-notification within the window that carries the same alert unchanged
+    /// would not count. At most 5m.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Deliveries remembered at most (about 300 bytes each). At the cap the oldest are
+    /// forgotten first: a repeat of one of them is counted again, nothing is refused.
+    pub max_entries: usize,
+}
+
+impl Default for RedeliveryConfig {
+    fn default() -> Self {
+        RedeliveryConfig {
+            window: Duration::from_secs(10),
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// Longest `redelivery.window`.
+pub const REDELIVERY_WINDOW_MAX: Duration = Duration::from_secs(300);
+
 /// `owners.*`
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -563,6 +594,15 @@ impl Config {
         if self.storm.max_concurrent_patches == 0 {
             return invalid("storm.max_concurrent_patches", "must be at least 1");
         }
+        if self.redelivery.window > REDELIVERY_WINDOW_MAX {
+            return invalid(
+                "redelivery.window",
+                "must be at most 5m: a longer window would swallow alerts that Alertmanager re-notifies (repeat_interval)",
+            );
+        }
+        if self.redelivery.max_entries == 0 {
+            return invalid("redelivery.max_entries", "must be at least 1");
+        }
         if self.auth.cache_size == 0 {
             return invalid("auth.cache_size", "must be at least 1");
         }
@@ -685,6 +725,31 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains("owners.namespaces"), "{err}");
         }
+    }
+
+    #[test]
+    fn redelivery_keys() {
+        let d = Config::default();
+        assert_eq!(d.redelivery.window, Duration::from_secs(10));
+        assert_eq!(d.redelivery.max_entries, 100_000);
+        let c = Config::from_yaml("redelivery:\n  window: 0\n  max_entries: 7\n").unwrap();
+        assert_eq!(c.redelivery.window, Duration::ZERO);
+        assert_eq!(c.redelivery.max_entries, 7);
+        c.validate().unwrap();
+        for yaml in [
+            "redelivery:\n  window: 301s\n",
+            "redelivery:\n  max_entries: 0\n",
+        ] {
+            let err = Config::from_yaml(yaml)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("redelivery."), "{err}");
+        }
+        let mut c = Config::default();
+        c.redelivery.window = REDELIVERY_WINDOW_MAX;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -53,6 +53,9 @@ struct Args {
     /// Storm queue flush interval [storm.flush_interval; default 200ms].
     #[arg(long, env = "GATEWAY_STORM_FLUSH_INTERVAL", value_parser = gateway::config::duration::parse)]
     storm_flush_interval: Option<std::time::Duration>,
+    /// How long an identical delivery is answered with the ordinal of the one it repeats instead of counting, 0 = off; keep it well below Alertmanager's repeat_interval [redelivery.window; default 10s].
+    #[arg(long, env = "GATEWAY_REDELIVERY_WINDOW", value_parser = gateway::config::duration::parse)]
+    redelivery_window: Option<std::time::Duration>,
     /// spec.originalPayload: full (as received) or compact (an alert without the labels and annotations the RR holds anyway) [kubernetes.original_payload; default full].
     #[arg(long, env = "GATEWAY_ORIGINAL_PAYLOAD")]
     original_payload: Option<gateway::dedup::rr::Payload>,
@@ -135,6 +138,7 @@ impl Args {
             original_payload => kubernetes.original_payload,
             storm_history_size => storm.history_size,
             storm_updates => storm.updates,
+            redelivery_window => redelivery.window,
             auth_mode => auth.mode,
             tls_cert_file => tls.cert_file,
             tls_key_file => tls.key_file,

@@ -1,9 +1,10 @@
 //! What [`crate::run`] serves with: the [`Processor`] behind the routes, who may call them,
 //! readiness, the clock, the shutdown tokens, the ring shared with other replicas, and the
 //! background tasks the processor needs.
-//! Built against a cluster ([`Parts::kube`]: the dedup engine behind the owner stage), around
-//! any [`RrStore`] ([`Parts::store`], for an in-memory store), or
-//! around any [`Processor`] ([`Parts::processor`], for the HTTP contract alone).
+//! Built against a cluster ([`Parts::kube`]: the dedup engine behind the redelivery window
+//! behind the owner stage), around any [`RrStore`] ([`Parts::store`]: the engine behind the
+//! redelivery window, for an in-memory store), or around any [`Processor`]
+//! ([`Parts::processor`], for the HTTP contract alone).
 
 use std::sync::Arc;
 
@@ -13,13 +14,13 @@ use crate::auth::{self, Authenticator};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::Cluster;
 use crate::config::{AuthMode, Config};
-use crate::dedup::{self, Engine};
+use crate::dedup::{self, Engine, redelivery};
 use crate::health::Health;
 use crate::index::Index;
 use crate::k8s::breaker::Breaker;
 use crate::k8s::store::{KubeStore, RrStore};
 use crate::owners::{self, cache::Cache};
-use crate::processor::{Owners, Processor};
+use crate::processor::{Owners, Processor, Redeliveries};
 use crate::shutdown::Shutdown;
 use crate::storm;
 use crate::telemetry::Metrics;
@@ -46,11 +47,11 @@ pub struct Parts<P> {
     pub(crate) tasks: Vec<JoinHandle<()>>,
 }
 
-impl Parts<Owners<Engine<KubeStore>, Cache>> {
+impl Parts<Owners<Redeliveries<Engine<KubeStore>>, Cache>> {
     /// Against a cluster: the owner stage over its metadata cache and watches (when
-    /// `owners.resolve` or `scope.managed_only` is on), the real store over RRs in
-    /// `namespace`, the watch that feeds the index, and, in `storm.updates: async`, the storm
-    /// flusher.
+    /// `owners.resolve` or `scope.managed_only` is on), the redelivery window, the real store
+    /// over RRs in `namespace`, the watch that feeds the index, and, in
+    /// `storm.updates: async`, the storm flusher.
     pub fn kube(config: &Config, client: kube::Client, namespace: &str) -> Self {
         let engine = Parts::<Engine<KubeStore>>::engine_parts(config, client.clone(), namespace);
         let settings = owners::cache::Settings {
@@ -68,8 +69,9 @@ impl Parts<Owners<Engine<KubeStore>, Cache>> {
                 managed_only: config.scope.managed_only,
             },
         );
+        let recorder = Arc::new(redeliveries(config, engine.processor, engine.clock.clone()));
         Parts {
-            processor: Arc::new(Owners::new(engine.processor, stage)),
+            processor: Arc::new(Owners::new(recorder, stage)),
             auth: engine.auth,
             health: engine.health,
             clock: engine.clock,
@@ -143,15 +145,38 @@ impl Parts<Engine<KubeStore>> {
     }
 }
 
-impl<S: RrStore> Parts<Engine<S>> {
-    /// Around `store`, with no watch: the index learns only from the engine's own writes and
-    /// counts as listed at once. For tests and benches over an in-memory store.
+impl<S: RrStore> Parts<Redeliveries<Engine<S>>> {
+    /// Around `store`, behind the redelivery window, with no watch: the index learns only from
+    /// the engine's own writes and counts as listed at once. For tests and benches over an
+    /// in-memory store.
     pub fn store(config: &Config, store: Arc<S>, namespace: &str, clock: Arc<dyn Clock>) -> Self {
         let health = Arc::new(Health::new());
         health.set_index_synced(true);
-        Self::engine(config, store, namespace, clock, health)
+        let parts = Parts::<Engine<S>>::engine(config, store, namespace, clock, health);
+        Parts {
+            processor: Arc::new(redeliveries(config, parts.processor, parts.clock.clone())),
+            auth: parts.auth,
+            health: parts.health,
+            clock: parts.clock,
+            shutdown: parts.shutdown,
+            cluster: None,
+            tasks: parts.tasks,
+        }
     }
+}
 
+/// `inner` behind the redelivery window of `redelivery.*`; a repeat waits for its original at
+/// most as long as the engine may take to answer it (`api.request_timeout`).
+fn redeliveries<P>(config: &Config, inner: Arc<P>, clock: Arc<dyn Clock>) -> Redeliveries<P> {
+    let settings = redelivery::Settings {
+        window: config.redelivery.window,
+        max_entries: config.redelivery.max_entries,
+        wait: config.api.request_timeout,
+    };
+    Redeliveries::new(inner, settings, clock, Metrics::new())
+}
+
+impl<S: RrStore> Parts<Engine<S>> {
     fn engine(
         config: &Config,
         store: Arc<S>,

@@ -2,16 +2,20 @@
 //! a [`Processor`], first to [`Processor::admit`] (which may rewrite its target or answer it
 //! on the spot) and then to [`Processor::process`], and turns its [`Outcome`] or
 //! [`ProcessError`] into a response. The product processes with the dedup [`Engine`] behind
-//! the owner stage ([`Owners`]); the HTTP tests plug in a fake.
+//! the redelivery window ([`Redeliveries`]) behind the owner stage ([`Owners`]); the HTTP
+//! tests plug in a fake.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use crate::dedup::Engine;
+use crate::dedup::redelivery::{self, Answer, Window};
 pub use crate::dedup::{Outcome, ProcessError};
 use crate::ingest::Signal;
 use crate::k8s::store::RrStore;
+use crate::k8s::types::SignalSource;
 use crate::owners::{self, Lookup, Verdict};
+use crate::telemetry::{Metrics, Source};
 
 /// Records signals.
 pub trait Processor: Send + Sync + 'static {
@@ -71,5 +75,63 @@ impl<P: Processor, L: Lookup> Processor for Owners<P, L> {
         signal: Signal,
     ) -> impl Future<Output = Result<Outcome, ProcessError>> + Send {
         self.inner.process(signal)
+    }
+}
+
+/// A processor behind the redelivery window ([`redelivery`]): a delivery identical to one
+/// recorded within `redelivery.window`, or being recorded, is answered with that one's outcome
+/// and never reaches `P`; the rest is `P`'s.
+pub struct Redeliveries<P> {
+    /// What records new deliveries.
+    pub inner: Arc<P>,
+    window: Window,
+    metrics: Metrics,
+}
+
+impl<P> Redeliveries<P> {
+    /// `inner` behind a window of `settings`, on `clock`.
+    pub fn new(
+        inner: Arc<P>,
+        settings: redelivery::Settings,
+        clock: Arc<dyn crate::clock::Clock>,
+        metrics: Metrics,
+    ) -> Self {
+        let window = Window::new(settings, clock, metrics.redelivery_window_entries.clone());
+        Redeliveries {
+            inner,
+            window,
+            metrics,
+        }
+    }
+
+    /// The window.
+    pub fn window(&self) -> &Window {
+        &self.window
+    }
+}
+
+impl<P: Processor> Processor for Redeliveries<P> {
+    fn admit(&self, signal: &mut Signal) -> Option<Outcome> {
+        self.inner.admit(signal)
+    }
+
+    async fn process(&self, signal: Signal) -> Result<Outcome, ProcessError> {
+        let (delivery, source) = (signal.delivery, signal.source);
+        let inner = self.inner.clone();
+        // Owned, so that identical deliveries arriving meanwhile can share it ('static) and it
+        // outlives this request if its client hangs up.
+        let record = async move { inner.process(signal).await };
+        match self.window.answer(delivery, record).await {
+            Answer::Recorded(result) => result,
+            Answer::Repeat(result) => {
+                if result.is_ok() {
+                    self.metrics.redelivery(match source {
+                        SignalSource::Prometheus => Source::Prometheus,
+                        SignalSource::KubernetesEvents => Source::KubernetesEvent,
+                    });
+                }
+                result
+            }
+        }
     }
 }

@@ -25,6 +25,13 @@ use support::{Http, Stack, count_of, eventually, metric_value, rrs_of};
 const SHIPPED_URL_BASE: &str = "https://gateway.remediation.svc:8080";
 const POD: &str = "payments-0";
 const ALERT: &str = "PodCrashLooping";
+/// The gateway's redelivery window here, shortened like Alertmanager's timings.
+const REDELIVERY_WINDOW: &str = "1s";
+/// Alertmanager's repeat_interval here. A repeat notification of an alert that keeps firing
+/// is the same body as the last one (Prometheus moves `endsAt` on only once a minute), so it
+/// counts only when it comes after the redelivery window, as it does in production (4h
+/// against 10s).
+const REPEAT_INTERVAL: &str = "2s";
 
 fn amtool_check(path: &std::path::Path) {
     let mut amtool = Command::new(observe_support::amtool_bin());
@@ -58,11 +65,13 @@ fn alertmanager_config(api: &str, token: &std::path::Path, ca: &std::path::Path)
     http_config["tls_config"]["ca_file"] = ca.display().to_string().into();
     // The test certificate names 127.0.0.1, not the Service.
     http_config["tls_config"]["server_name"] = "127.0.0.1".into();
-    // Seconds instead of minutes and hours, so repeats come every second.
+    // Seconds instead of minutes and hours, so repeats come every other second.
+    let parse = gateway::config::duration::parse;
+    assert!(parse(REPEAT_INTERVAL).unwrap() > parse(REDELIVERY_WINDOW).unwrap());
     for (key, value) in [
         ("group_wait", "1s"),
         ("group_interval", "1s"),
-        ("repeat_interval", "1s"),
+        ("repeat_interval", REPEAT_INTERVAL),
     ] {
         config["route"][key] = value.into();
     }
@@ -104,6 +113,8 @@ async fn alertmanager_deliveries_become_exact_counts_on_one_rr_across_an_outage(
         serving.cert.to_str().unwrap(),
         "--tls-key-file",
         serving.key.to_str().unwrap(),
+        "--redelivery-window",
+        REDELIVERY_WINDOW,
     ];
     let Stack {
         ns,
@@ -278,6 +289,13 @@ async fn alertmanager_deliveries_become_exact_counts_on_one_rr_across_an_outage(
         failed - failed_before,
         refused,
         "every failed attempt was a 503 from the gateway (not a refused connection)"
+    );
+    let redeliveries = gateway
+        .metric(&http, "gateway_redeliveries_total", &[])
+        .await;
+    assert_eq!(
+        redeliveries, 0.0,
+        "every notification came after the window: none taken for a redelivery"
     );
     log(&format!(
         "count {count} == {delivered} deliveries; {} failed attempts retried",

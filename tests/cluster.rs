@@ -2,7 +2,8 @@
 //! forward to the owner, against the real control plane with several gateway processes — the
 //! audited write count of a first-sighting burst, a replica SIGKILLed and one SIGTERMed under
 //! load, and a replica whose view of the members lags for good (its identity may not watch
-//! Leases). Counts stay exact in every case.
+//! Leases), and the copies of one notification from Alertmanagers in HA. Counts stay exact in
+//! every case.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -479,4 +480,86 @@ fn rule(group: &str, resource: &str, verbs: &[&str]) -> PolicyRule {
         verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
         ..PolicyRule::default()
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_notification_from_three_alertmanagers_counts_once() {
+    let plane = gateway_envtest::shared().await.unwrap();
+    let Stack {
+        ns,
+        client,
+        gateways,
+        http,
+        ..
+    } = Stack::open(plane, "ring-ha", &[&[], &[], &[]]).await;
+    let all: Vec<&Gateway> = gateways.iter().collect();
+    members(&all, &http, 3).await;
+
+    // Alertmanager in HA: every instance sends the same notification, each to a different
+    // replica behind the Service, at the same moment. Twelve notifications about one pod,
+    // then one about each of twelve pods.
+    let mut deliveries = Vec::new();
+    for i in 0..12 {
+        let mut body = alert("HighErrorRate", &ns, "api-0");
+        body["alerts"][0]["labels"]["delivery"] = i.to_string().into();
+        deliveries.push(("api-0".to_owned(), body));
+    }
+    for i in 0..12 {
+        let pod = format!("web-{i}");
+        deliveries.push((pod.clone(), alert("HighErrorRate", &ns, &pod)));
+    }
+    let answers = join_all(deliveries.iter().map(|(pod, body)| {
+        let http = http.clone();
+        let gateways = &gateways;
+        async move {
+            let urls: Vec<String> = gateways.iter().map(url).collect();
+            let copies = join_all(urls.iter().map(|u| http.post(u, body))).await;
+            let ordinals: Vec<(String, i64)> = copies
+                .iter()
+                .map(|(status, answer)| {
+                    let count = match status {
+                        201 => 1,
+                        202 => answer["metadata"]["count"].as_i64().unwrap(),
+                        other => panic!("{other}: {answer}"),
+                    };
+                    (
+                        answer["remediationRequestName"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                        count,
+                    )
+                })
+                .collect();
+            (pod.clone(), ordinals)
+        }
+    }))
+    .await;
+    let mut per_pod: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (pod, ordinals) in answers {
+        assert!(
+            ordinals.windows(2).all(|w| w[0] == w[1]),
+            "{pod}: the three copies of one notification answered {ordinals:?}"
+        );
+        per_pod.entry(pod).or_default().push(ordinals[0].1);
+    }
+    for (pod, mut ordinals) in per_pod {
+        ordinals.sort_unstable();
+        let n = ordinals.len() as i64;
+        assert_eq!(ordinals, (1..=n).collect::<Vec<_>>(), "{pod}");
+        let rrs = rrs_of(&client, &ns, &pod_fingerprint(&ns, &pod)).await;
+        assert_eq!(rrs.len(), 1, "{pod}");
+        assert_eq!(
+            count_of(&rrs[0]),
+            n,
+            "{pod}: each notification counted once"
+        );
+    }
+    let mut redeliveries = 0.0;
+    for gateway in &gateways {
+        redeliveries += gateway
+            .metric(&http, "gateway_redeliveries_total", &[])
+            .await;
+    }
+    assert_eq!(redeliveries, 48.0, "two copies of each of 24 notifications");
 }

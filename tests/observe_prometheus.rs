@@ -1,7 +1,7 @@
 //! The dashboard and the alert rules against a real Prometheus (Debian's `prometheus`,
 //! started here on a loopback port) scraping two real gateway processes every second while
 //! they take a short, varied load: creates, duplicates, Kubernetes Events, storms, a racing
-//! create, 4xx, overload at an in-flight limit of 1, storm-queue overflow at a capacity of 1,
+//! create, redeliveries, 4xx, overload at an in-flight limit of 1, storm-queue overflow at a capacity of 1,
 //! and an apiserver outage (503s, open circuit breaker, watch restarts). Then every query of
 //! every dashboard panel and every rule expression goes to Prometheus's HTTP API and must
 //! return data: a typo'd metric or label name returns nothing and fails the test. Prometheus
@@ -260,13 +260,33 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         "gateway_crd_creation_errors_total",
         "create race",
         async |round| {
-            let body = alert("Race", &ns, &format!("race-{round}"));
+            let pod = format!("race-{round}");
+            let bodies = [(); 3].map(|()| alert("Race", &ns, &pod));
             let (sa, sb) = (signal(&a), signal(&b));
             tokio::join!(
-                http.post(&sa, &body),
-                http.post(&sa, &body),
-                http.post(&sb, &body)
+                http.post(&sa, &bodies[0]),
+                http.post(&sa, &bodies[1]),
+                http.post(&sb, &bodies[2])
             );
+        },
+    )
+    .await;
+    // Redeliveries: one body sent again (a second Alertmanager, a retry) is answered from A's
+    // window with the ordinal of the first, not counted again.
+    drive_until(
+        &http,
+        &[&a],
+        "gateway_redeliveries_total",
+        "redelivery",
+        async |round| {
+            let body = alert("Resent", &ns, &format!("resent-{round}"));
+            let (created, first) = http.post(&signal(&a), &body).await;
+            assert!(accepted(created), "{created} {first}");
+            let (status, again) = http.post(&signal(&a), &body).await;
+            assert!(accepted(status), "{status} {again}");
+            if created == 201 {
+                assert_eq!((status, &again["metadata"]["count"]), (202, &json!(1)));
+            }
         },
     )
     .await;
@@ -366,7 +386,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     )
     .await;
     log(
-        "load done: creates, duplicates, events, 4xx, storms, race, overload, overflow, limits, forwards",
+        "load done: creates, duplicates, events, 4xx, storms, race, redeliveries, overload, overflow, limits, forwards",
     );
 
     // Outage: 503s until the breaker opens, which Prometheus must see before the restart.

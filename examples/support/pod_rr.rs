@@ -12,10 +12,16 @@ use gateway::k8s::types::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// A valid Alertmanager signal about Pod `pod` in `namespace`, as the adapter produces it.
+/// A valid Alertmanager signal about Pod `pod` in `namespace`, as the adapter produces it: a
+/// delivery of its own (its firing time is now, to the nanosecond).
 pub fn pod_signal(namespace: &str, pod: &str) -> Signal {
+    let fingerprint = Fingerprint::of(None, namespace, "Pod", pod);
+    let firing_time = jiff::Timestamp::now();
     Signal {
-        fingerprint: Fingerprint::of(None, namespace, "Pod", pod),
+        fingerprint,
+        delivery: gateway::ingest::Delivery::digest(SignalSource::Prometheus, &fingerprint)
+            .time("startsAt", Some(firing_time))
+            .finish(),
         name: "HighErrorRate".into(),
         severity: "critical".into(),
         source: SignalSource::Prometheus,
@@ -29,7 +35,7 @@ pub fn pod_signal(namespace: &str, pod: &str) -> Signal {
         cluster: None,
         labels: BTreeMap::new(),
         annotations: BTreeMap::new(),
-        firing_time: jiff::Timestamp::now(),
+        firing_time,
         raw: "{}".into(),
         origin: Default::default(),
     }

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::payload::Naming;
 use crate::results::{Completion, Outcome, SignalResult, SignalStatus};
-use crate::scenario::{PlannedSignal, RequestPlan};
+use crate::scenario::{PlannedSignal, Redelivery, RequestPlan};
 
 /// Checks that `url` is `http://` to a loopback host and returns it without a trailing slash.
 pub fn loopback_base(url: &str) -> anyhow::Result<String> {
@@ -125,7 +125,9 @@ impl GatewaySink {
         self
     }
 
-    /// Sends one request; `seq` makes Event names unique.
+    /// Sends one request; `seq` (unique in the phase) makes its signals deliveries of their
+    /// own. A plan with a [`Redelivery`] sends the same body a second time to the same gateway
+    /// (where its redelivery window is), and both answers come back.
     pub async fn send(&self, plan: &RequestPlan, seq: u64) -> Completion {
         let target = &self.targets[self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len()];
         let expected: Vec<String> = plan
@@ -133,19 +135,47 @@ impl GatewaySink {
             .iter()
             .map(|s| self.naming.fingerprint(s.fp))
             .collect();
-        let body = self.naming.body(plan, seq, Timestamp::now());
-        let mut req = Request::post(format!("{target}{}", plan.route.path()))
-            .header(CONTENT_TYPE, "application/json");
+        let body = Bytes::from(self.naming.body(plan, seq, Timestamp::now()));
+        let url = format!("{target}{}", plan.route.path());
+        let send = || async {
+            let answer = self.post(&url, body.clone()).await;
+            self.classify(answer, plan, &expected)
+        };
+        match plan.redelivery {
+            None => send().await,
+            Some(Redelivery::Concurrent) => {
+                let (first, again) = tokio::join!(send(), send());
+                let redelivery = Some(Box::new(again));
+                Completion {
+                    redelivery,
+                    ..first
+                }
+            }
+            Some(Redelivery::AfterAnswer) => {
+                let first = send().await;
+                let redelivery = Some(Box::new(send().await));
+                Completion {
+                    redelivery,
+                    ..first
+                }
+            }
+        }
+    }
+
+    async fn post(&self, url: &str, body: Bytes) -> Answered {
+        let mut req = Request::post(url).header(CONTENT_TYPE, "application/json");
         if let Some(authorization) = &self.authorization {
             req = req.header(hyper::header::AUTHORIZATION, authorization.clone());
         }
-        let req = req.body(Full::from(body));
-        let answer = match req {
+        match req.body(Full::from(body)) {
             Ok(req) => exchange(&self.client, req, self.timeout).await,
             Err(e) => Err(e.into()),
-        };
+        }
+    }
+
+    fn classify(&self, answer: Answered, plan: &RequestPlan, expected: &[String]) -> Completion {
         match answer {
-            Ok((status, body)) => classify_response(status, &body, &plan.signals, &expected),
+            Ok((status, body)) => classify_response(status, &body, &plan.signals, expected),
             Err(e) => {
                 let detail = format!("{e:#}");
                 Completion::failed(
@@ -224,6 +254,7 @@ pub fn classify_response(
                 detail: (status == 202 && count.is_none())
                     .then(|| "202 without metadata.count".to_owned()),
                 writes: 0,
+                redelivery: None,
             }
         }
         (201 | 202, None) => failed(
@@ -255,6 +286,7 @@ pub fn classify_response(
                 signals: results.collect(),
                 detail: None,
                 writes: 0,
+                redelivery: None,
             }
         }
         (400..=599, a) => {

@@ -2,7 +2,11 @@
 //! target resource names and fingerprints they carry.
 //!
 //! Bodies are rendered at send time so their timestamps are fresh (the gateway rejects stale
-//! Events). Each fingerprint index names its own resource, `lt-<run>-<index>` (or
+//! Events). Every signal is a delivery of its own: each alert carries a [`DELIVERY_LABEL`]
+//! unique in the run, each Event a unique name, so the gateway counts it as an occurrence and
+//! never takes it for a resend of an earlier one (its redelivery window would not count that);
+//! resends are a scenario of their own (`--redeliveries`). Each fingerprint index names its own
+//! resource, `lt-<run>-<index>` (or
 //! `lt-<run>-s<index>` in the storm pool); the expected fingerprint is the gateway's own
 //! function of it (DESIGN.md §3).
 
@@ -25,6 +29,11 @@ const ALERT_NAMES: [&str; 6] = [
 const EVENT_REASONS: [&str; 4] = ["BackOff", "OOMKilling", "Unhealthy", "FailedMount"];
 /// Severities cycled through.
 const SEVERITIES: [&str; 3] = ["critical", "warning", "info"];
+/// The label that makes every generated alert a distinct delivery: `<request>-<alert>`, the
+/// request's sequence number in the phase and the alert's position in it. A label, because the
+/// fingerprint ignores labels that do not name the target (DESIGN.md §3) while the gateway's
+/// delivery digest covers them all.
+pub const DELIVERY_LABEL: &str = "loadtest_delivery";
 
 /// Kind of the target resource named by the labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -90,8 +99,8 @@ impl Naming {
         ALERT_NAMES[s.variant as usize % ALERT_NAMES.len()]
     }
 
-    /// One alert of an Alertmanager webhook, firing since `now`.
-    fn alert(&self, s: &PlannedSignal, now: Timestamp) -> Value {
+    /// Alert `i` of webhook `seq`, firing since `now`.
+    fn alert(&self, s: &PlannedSignal, seq: u64, i: usize, now: Timestamp) -> Value {
         let (_, label, _) = self.kind.names();
         let name = self.resource_name(s.fp);
         json!({
@@ -103,6 +112,7 @@ impl Naming {
                 label: name,
                 "job": "kube-state-metrics",
                 "container": "app",
+                DELIVERY_LABEL: format!("{seq}-{i}"),
             },
             "annotations": {
                 "summary": format!("{} on {name}", Self::alert_name(s)),
@@ -116,8 +126,8 @@ impl Naming {
         })
     }
 
-    /// An Alertmanager v4 webhook body carrying `signals`, all firing since `now`.
-    fn alertmanager_body(&self, signals: &[PlannedSignal], now: Timestamp) -> Value {
+    /// Alertmanager v4 webhook `seq`, carrying `signals`, all firing since `now`.
+    fn alertmanager_body(&self, signals: &[PlannedSignal], seq: u64, now: Timestamp) -> Value {
         let first = signals.first().map_or("Unknown", Self::alert_name);
         json!({
             "version": "4",
@@ -129,7 +139,11 @@ impl Naming {
             "commonLabels": { "namespace": self.namespace },
             "commonAnnotations": {},
             "externalURL": "http://alertmanager.loadtest.svc:9093",
-            "alerts": signals.iter().map(|s| self.alert(s, now)).collect::<Vec<_>>(),
+            "alerts": signals
+                .iter()
+                .enumerate()
+                .map(|(i, s)| self.alert(s, seq, i, now))
+                .collect::<Vec<_>>(),
         })
     }
 
@@ -155,11 +169,12 @@ impl Naming {
         })
     }
 
-    /// The request body for `plan`, encoded; `seq` makes Event names unique.
+    /// The request body for `plan`, encoded; `seq` (unique in the phase) makes every signal a
+    /// delivery of its own.
     pub fn body(&self, plan: &RequestPlan, seq: u64, now: Timestamp) -> Vec<u8> {
         let value = match (plan.route, plan.signals.first()) {
             (Route::Event, Some(s)) => self.event_body(s, seq, now),
-            _ => self.alertmanager_body(&plan.signals, now),
+            _ => self.alertmanager_body(&plan.signals, seq, now),
         };
         value.to_string().into_bytes()
     }
@@ -235,6 +250,38 @@ mod tests {
     }
 
     #[test]
+    fn every_signal_is_a_delivery_of_its_own() {
+        let n = naming();
+        let now = Timestamp::now();
+        let deliveries = |route, signals: &[(u32, u32)], seq| {
+            let mut body = n.body(&plan(route, signals), seq, now);
+            match route {
+                Route::Alertmanager => alertmanager::parse(&mut body, None, now)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|s| Some(s.ok()?.delivery))
+                    .collect::<Vec<_>>(),
+                Route::Event => kubernetes_event::parse(&mut body, now)
+                    .map(|s| vec![s.delivery])
+                    .unwrap_or_default(),
+            }
+        };
+        // The same alert twice in one webhook, the same webhook as two requests rendered at
+        // the same instant, the same Event as two requests: all distinct.
+        let mut all = deliveries(Route::Alertmanager, &[(3, 0), (3, 0)], 0);
+        all.extend(deliveries(Route::Alertmanager, &[(3, 0), (3, 0)], 1));
+        all.extend(deliveries(Route::Event, &[(3, 0)], 2));
+        all.extend(deliveries(Route::Event, &[(3, 0)], 3));
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!((all.len(), distinct.len()), (6, 6), "{all:?}");
+        // A body rendered again from the same request and instant is the same delivery.
+        assert_eq!(
+            deliveries(Route::Alertmanager, &[(3, 0)], 5),
+            deliveries(Route::Alertmanager, &[(3, 0)], 5)
+        );
+    }
+
+    #[test]
     fn alertmanager_body_shape() {
         let n = naming();
         let now = Timestamp::now();
@@ -246,6 +293,7 @@ mod tests {
         assert_eq!(a["labels"]["pod"], "lt-abc123-2");
         assert_eq!(a["labels"]["namespace"], "loadtest");
         assert_eq!(a["labels"]["alertname"], ALERT_NAMES[1]);
+        assert_eq!(a["labels"][DELIVERY_LABEL], "0-1");
         assert!(near(&a["startsAt"], now, 0.999));
     }
 

@@ -99,6 +99,13 @@ impl std::fmt::Display for Report {
             out,
             "{dup:.0}% duplicates, {batch} alert(s)/payload, {events:.0}% Events, seed {seed}, run {run}"
         )?;
+        if s.redeliveries > 0.0 {
+            let share = s.redeliveries * 100.0;
+            writeln!(
+                out,
+                "redeliveries: {share:.0}% of requests sent twice (half at once, half after the answer)"
+            )?;
+        }
         if s.storm_rate > 0.0 {
             let (rate, fps) = (s.storm_rate, s.storm_fingerprints);
             let (secs, start) = (s.storm_duration.as_secs_f64(), s.storm_start.as_secs_f64());
@@ -173,6 +180,22 @@ fn render_run(out: &mut std::fmt::Formatter<'_>, r: &Phase) -> std::fmt::Result 
         "signals: {sent} sent, {created} created, {duplicate} duplicate ({share:.1}% of accepted), "
     )?;
     writeln!(out, "{rejected} rejected, {failed} failed")?;
+    let resent = &r.redeliveries;
+    if resent.requests > 0 {
+        let (requests, signals, same) = (resent.requests, resent.signals, resent.same_answer);
+        write!(
+            out,
+            "redeliveries: {requests} requests resent verbatim; of {signals} signals recorded the first time, "
+        )?;
+        writeln!(
+            out,
+            "{same} answered with the ordinal they repeat, {} otherwise",
+            resent.mismatches
+        )?;
+        for example in &resent.examples {
+            writeln!(out, "  {example}")?;
+        }
+    }
     let pairs = |m: &mut dyn Iterator<Item = String>| m.collect::<Vec<_>>().join(" ");
     let requests = pairs(&mut r.requests.iter().map(|(k, v)| format!("{}={v}", k.label())));
     writeln!(out, "requests (warm-up included): {requests}")?;

@@ -116,6 +116,8 @@ pub struct Completion {
     pub detail: Option<String>,
     /// Kubernetes writes issued for it (the floor; the gateway's come from its metrics).
     pub writes: u32,
+    /// The answer to the same body sent again (`--redeliveries`), when it was.
+    pub redelivery: Option<Box<Completion>>,
 }
 
 impl Completion {
@@ -274,6 +276,58 @@ pub struct Account {
 /// Per fingerprint index, what it received.
 pub type Accounts = HashMap<u32, Account>;
 
+/// Bodies sent a second time (`--redeliveries`) and how they were answered. A resent signal is
+/// not an occurrence: it is left out of the [`Account`]s (so the count check fails if the
+/// gateway counted it) and must carry the RR and ordinal its first delivery was given.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Redeliveries {
+    /// Requests sent a second time.
+    pub requests: u64,
+    /// Their signals whose first delivery was accepted.
+    pub signals: u64,
+    /// Of those, answered with the first delivery's RR and ordinal.
+    pub same_answer: u64,
+    /// Of those, answered otherwise (another ordinal, another RR, not accepted): each fails
+    /// the run.
+    pub mismatches: u64,
+    /// The first few mismatches, described.
+    pub examples: Vec<String>,
+}
+
+impl Redeliveries {
+    /// Compares the answer to a resend with the answer to its first delivery.
+    fn tally(&mut self, first: &Completion, again: &Completion) {
+        self.requests += 1;
+        let signals = first.signals.iter().zip(&again.signals);
+        for (i, (first, again)) in signals.enumerate() {
+            if !first.status.accepted() {
+                // Nothing was recorded the first time: the resend is a retry, and counts.
+                continue;
+            }
+            self.signals += 1;
+            let same =
+                again.status.accepted() && (&again.rr, again.count) == (&first.rr, first.count);
+            if same {
+                self.same_answer += 1;
+                continue;
+            }
+            self.mismatches += 1;
+            if self.examples.len() < 10 {
+                self.examples.push(format!(
+                    "signal {i} of a resent request (fingerprint #{}): first {:?} {:?} #{:?}, again {:?} {:?} #{:?}",
+                    first.fp,
+                    first.status,
+                    first.rr,
+                    first.count,
+                    again.status,
+                    again.rr,
+                    again.count,
+                ));
+            }
+        }
+    }
+}
+
 /// Signal totals over the whole phase, warm-up included.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SignalTotals {
@@ -382,8 +436,10 @@ pub struct Phase {
     pub streams: Vec<Stream>,
     /// Requests per outcome, warm-up included.
     pub requests: BTreeMap<Outcome, u64>,
-    /// Signals, warm-up included.
+    /// Signals, warm-up included (resends not: they are not signals of their own).
     pub signals: SignalTotals,
+    /// Bodies sent a second time, warm-up included.
+    pub redeliveries: Redeliveries,
     /// Per fingerprint index, warm-up included.
     #[serde(skip)]
     pub accounts: Accounts,
@@ -454,6 +510,12 @@ impl Phase {
             };
             *self.failures.entry(key.to_owned()).or_insert(0) += 1;
         }
+        if let Some(again) = &c.redelivery {
+            if again.outcome.is_failure() {
+                *self.requests.entry(again.outcome).or_insert(0) += 1;
+            }
+            self.redeliveries.tally(c, again);
+        }
         let t = &mut self.signals;
         t.planned_first += planned_first;
         for s in &c.signals {
@@ -505,6 +567,10 @@ pub fn verdict(phase: &Phase, scenario: &Scenario) -> Verdict {
                 "requests still unanswered when the phase ended",
             ),
             (mismatches, "count mismatches"),
+            (
+                phase.redeliveries.mismatches,
+                "resent signals answered otherwise than the delivery they repeat",
+            ),
         ]
         .map(|(n, what)| (n, what.to_owned())),
     );
@@ -542,6 +608,19 @@ pub fn verdict(phase: &Phase, scenario: &Scenario) -> Verdict {
             ));
         }
     }
+    let recognised = phase.writes.as_ref().and_then(|w| {
+        let name = gateway::telemetry::names::REDELIVERIES;
+        w.counters.get(name).copied()
+    });
+    let resent = phase.redeliveries.same_answer as f64;
+    if let Some(recognised) = recognised
+        && phase.redeliveries.requests > 0
+        && recognised != resent
+    {
+        v.warnings.push(format!(
+            "the gateways report {recognised} redeliveries; {resent} resent signals were answered as one (other traffic on the gateways?)"
+        ));
+    }
     if let Some(why) = &phase.writes_unknown {
         v.warnings.push(format!("writes per signal unknown: {why}"));
     }
@@ -566,6 +645,7 @@ mod tests {
             signals: vec![signal],
             detail,
             writes: 0,
+            redelivery: None,
         }
     }
 

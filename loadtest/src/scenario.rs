@@ -48,6 +48,13 @@ pub struct Scenario {
     /// Fraction of requests sent to the Kubernetes Event route instead.
     #[arg(long, default_value_t = 0.0)]
     pub event_share: f64,
+    /// Fraction of requests whose body is also sent a second time, verbatim, to the same
+    /// gateway: half of them at the same instant (a second Alertmanager of an HA pair), half
+    /// right after the answer (a sender's retry). A resend is not an occurrence: it must be
+    /// answered with the RR and ordinal of the delivery it repeats, and the count check expects
+    /// it not to count. The floor sends every request once.
+    #[arg(long, default_value_t = 0.0)]
+    pub redeliveries: f64,
     /// Which resource label the signals carry.
     #[arg(long, value_enum, default_value_t = TargetKind::Pod)]
     pub target_kind: TargetKind,
@@ -97,6 +104,10 @@ impl Scenario {
             self.storm_rate,
             self.duplicate_ratio,
             self.event_share,
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.redeliveries),
+            "--redeliveries must be within 0..=1"
         );
         let rate_ok = |r: f64| r.is_finite() && (0.0..=100_000.0).contains(&r);
         ensure!(
@@ -184,7 +195,8 @@ impl Scenario {
     pub fn streams(&self) -> Vec<(StreamKind, StreamClock, StreamGen)> {
         let seed = self.seed.unwrap_or_default();
         let (batch, share) = (self.alerts_per_payload.max(1), self.event_share);
-        let generator = |seed, picker| StreamGen(Rng(seed), picker, batch, share);
+        let resend = self.redeliveries;
+        let generator = |seed, picker| StreamGen(Rng(seed), picker, batch, share, resend);
         let mut out = Vec::new();
         if self.rate > 0.0 {
             let clock = StreamClock::new(self.rate, Duration::ZERO, self.warmup, self.duration);
@@ -316,6 +328,17 @@ pub struct RequestPlan {
     pub route: Route,
     /// One signal for an Event, one or more alerts for a webhook.
     pub signals: Vec<PlannedSignal>,
+    /// Whether, and how, its body is sent a second time (`--redeliveries`).
+    pub redelivery: Option<Redelivery>,
+}
+
+/// How a body is sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redelivery {
+    /// At the same instant as the first (a second Alertmanager of an HA pair).
+    Concurrent,
+    /// Once the first is answered (a sender's retry).
+    AfterAnswer,
 }
 
 impl PlannedSignal {
@@ -328,7 +351,12 @@ impl PlannedSignal {
 impl RequestPlan {
     /// `signals` on `route`.
     pub fn new(route: Route, signals: Vec<PlannedSignal>) -> Self {
-        RequestPlan { route, signals }
+        let redelivery = None;
+        RequestPlan {
+            route,
+            signals,
+            redelivery,
+        }
     }
 
     /// A webhook of first sightings of `fps`, variant 0.
@@ -406,9 +434,9 @@ impl Picker {
 }
 
 /// Produces the request sequence of one stream: its generator, its picker, the alerts per
-/// webhook and the share of requests on the Event route.
+/// webhook, the share of requests on the Event route and the share sent twice.
 #[derive(Clone, Debug)]
-pub struct StreamGen(Rng, pub Picker, u32, f64);
+pub struct StreamGen(Rng, pub Picker, u32, f64, f64);
 
 impl StreamGen {
     /// Steady pool fingerprints sent so far (`None` for a storm).
@@ -418,7 +446,7 @@ impl StreamGen {
 
     /// The next request.
     pub fn next_request(&mut self) -> RequestPlan {
-        let StreamGen(rng, picker, batch, event_share) = self;
+        let StreamGen(rng, picker, batch, event_share, resend) = self;
         let event = *event_share > 0.0 && rng.next_f64() < *event_share;
         let (route, n) = if event {
             (Route::Event, 1)
@@ -429,7 +457,17 @@ impl StreamGen {
             let (fp, first) = picker.pick(rng);
             PlannedSignal::new(fp, rng.below(1 << 16), first)
         });
-        RequestPlan::new(route, signals.collect())
+        let mut plan = RequestPlan::new(route, signals.collect());
+        // Drawn only when asked for, so that a seed without resends yields the requests it
+        // always did.
+        if *resend > 0.0 && rng.next_f64() < *resend {
+            plan.redelivery = Some(if rng.next_u64() & 1 == 0 {
+                Redelivery::Concurrent
+            } else {
+                Redelivery::AfterAnswer
+            });
+        }
+        plan
     }
 }
 
@@ -473,6 +511,26 @@ mod tests {
         }
         // The pool is exhausted long before 1000 picks: every fingerprint got used.
         assert_eq!(seen.len(), 50);
+    }
+
+    #[test]
+    fn redeliveries_are_drawn_only_when_asked_for_and_in_both_shapes() {
+        let picker = || Picker::steady(1_000, 0.9);
+        let mut plain = StreamGen(Rng(5), picker(), 1, 0.0, 0.0);
+        let mut resending = StreamGen(Rng(5), picker(), 1, 0.0, 0.25);
+        let (mut concurrent, mut after) = (0, 0);
+        for _ in 0..4_000 {
+            let (a, b) = (plain.next_request(), resending.next_request());
+            assert_eq!(a.redelivery, None);
+            match b.redelivery {
+                Some(Redelivery::Concurrent) => concurrent += 1,
+                Some(Redelivery::AfterAnswer) => after += 1,
+                None => {}
+            }
+        }
+        let share = f64::from(concurrent + after) / 4_000.0;
+        assert!((share - 0.25).abs() < 0.03, "resent share {share}");
+        assert!(concurrent > 300 && after > 300, "{concurrent} {after}");
     }
 
     #[test]

@@ -17,8 +17,9 @@ const WRITE_VERBS: [&str; 3] = ["create", "patch", "update"];
 /// The outcome of calls that never reached the API (the circuit breaker refused them).
 const NOT_SENT: &str = "breaker_open";
 /// Counters whose increase over the phase is reported alongside.
-const COUNTERS: [&str; 8] = [
+const COUNTERS: [&str; 9] = [
     names::SIGNALS_RECEIVED,
+    names::REDELIVERIES,
     names::SIGNALS_DEDUPLICATED,
     names::CRDS_CREATED,
     names::CRD_CREATION_ERRORS,

@@ -83,6 +83,8 @@ fn rejects_bad_options() {
         "--rate 0",
         "--alerts-per-payload 0",
         "--event-share=-0.1",
+        "--redeliveries 1.5",
+        "--redeliveries=-0.1",
         "--run-id Bad_Id",
         "--rate 0 --storm-rate 10 --storm-fingerprints 0",
     ] {

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use gateway::clock::SystemClock;
+use gateway::dedup::redelivery;
 use gateway::ingest::Signal;
 use gateway::k8s::types::{DeduplicationStatus, RemediationRequest, RemediationRequestStatus};
-use gateway::processor::{Outcome as Recorded, ProcessError, Processor};
+use gateway::processor::{Outcome as Recorded, ProcessError, Processor, Redeliveries};
+use gateway::telemetry::Metrics;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use gateway_loadtest::check;
@@ -74,14 +76,14 @@ impl Processor for Counter {
     }
 }
 
-/// Serves the gateway's own `run` over `counter` on loopback ports; returns the API's base
+/// Serves the gateway's own `run` over `processor` on loopback ports; returns the API's base
 /// URL. The gateway runs until the test's runtime ends.
-async fn serve_gateway(counter: Arc<Counter>) -> String {
+async fn serve_gateway<P: Processor>(processor: Arc<P>) -> String {
     let listeners = gateway::Listeners::loopback()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let url = listeners.api.local_addr().map(|a| format!("http://{a}"));
-    let parts = gateway::Parts::processor(counter, Arc::new(SystemClock));
+    let parts = gateway::Parts::processor(processor, Arc::new(SystemClock));
     tokio::spawn(gateway::run(
         gateway::config::Config::default(),
         parts,
@@ -92,7 +94,15 @@ async fn serve_gateway(counter: Arc<Counter>) -> String {
 }
 
 async fn run_against(counter: &Arc<Counter>, argv: &str, cap: usize) -> (Scenario, Phase) {
-    let url = serve_gateway(counter.clone()).await;
+    run_against_processor(counter.clone(), argv, cap).await
+}
+
+async fn run_against_processor<P: Processor>(
+    processor: Arc<P>,
+    argv: &str,
+    cap: usize,
+) -> (Scenario, Phase) {
+    let url = serve_gateway(processor).await;
     let argv = format!("x --seed 7 --max-in-flight {cap} {argv}");
     let args = Args::try_parse_from(argv.split_whitespace());
     let args = args.unwrap_or_else(|e| panic!("{e}"));
@@ -164,4 +174,64 @@ async fn in_flight_cap_drops_and_reports() {
     assert!(steady.dropped > 0, "nothing dropped");
     let v = verdict(&phase, &scenario);
     assert!(v.warnings.iter().any(|w| w.contains("dropped")), "{v:?}");
+}
+
+/// The counter behind the gateway's own redelivery window (its defaults).
+fn windowed(counter: &Arc<Counter>) -> Arc<Redeliveries<Counter>> {
+    let settings = redelivery::Settings {
+        window: Duration::from_secs(10),
+        max_entries: 100_000,
+        wait: Duration::from_secs(5),
+    };
+    let clock = Arc::new(SystemClock);
+    Arc::new(Redeliveries::new(
+        counter.clone(),
+        settings,
+        clock,
+        Metrics::new(),
+    ))
+}
+
+const RESENDING: &str = "--rate 200 --duration 1s --warmup 200ms --alerts-per-payload 2 \
+    --event-share 0.2 --redeliveries 0.3";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_answered_with_their_ordinal_pass_the_count_check() {
+    let counter = Arc::new(Counter::default());
+    let (scenario, phase) = run_against_processor(windowed(&counter), RESENDING, 256).await;
+    let v = verdict(&phase, &scenario);
+    assert!(v.problems.is_empty(), "{v:?} {:?}", phase.redeliveries);
+    let resent = &phase.redeliveries;
+    assert!(resent.requests > 40, "{resent:?}");
+    assert_eq!(resent.same_answer, resent.signals, "{resent:?}");
+    // The window kept the resends from the processor: it recorded each signal once.
+    let sent = phase.signals.sent;
+    assert_eq!(counter.signals.load(Ordering::Relaxed), sent);
+    let naming = scenario.naming("");
+    let rrs = counter.rrs.lock().unwrap_or_else(PoisonError::into_inner);
+    let rrs: Vec<_> = rrs.values().cloned().collect();
+    let c = check::compare(&phase.accounts, |fp| naming.fingerprint(fp), &rrs);
+    assert_eq!(c.mismatches, 0, "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_counted_again_fail_the_run() {
+    // No window: every resend is recorded as an occurrence of its own.
+    let counter = Arc::new(Counter::default());
+    let (scenario, phase) = run_against(&counter, RESENDING, 256).await;
+    let resent = &phase.redeliveries;
+    assert!(resent.mismatches > 0, "{resent:?}");
+    let naming = scenario.naming("");
+    let rrs = counter.rrs.lock().unwrap_or_else(PoisonError::into_inner);
+    let rrs: Vec<_> = rrs.values().cloned().collect();
+    let c = check::compare(&phase.accounts, |fp| naming.fingerprint(fp), &rrs);
+    assert!(
+        c.mismatches > 0,
+        "the count check saw the resends counted: {c:?}"
+    );
+    let v = verdict(&phase, &scenario);
+    assert!(
+        v.problems.iter().any(|p| p.contains("resent signals")),
+        "{v:?}"
+    );
 }

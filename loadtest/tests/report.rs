@@ -32,6 +32,7 @@ fn sample_run(mode: Mode, latency_ms: u64, outcome: Outcome) -> Phase {
         signals,
         detail,
         writes: 1,
+        redelivery: None,
     };
     let latency = Duration::from_millis(latency_ms);
     for _ in 0..100 {

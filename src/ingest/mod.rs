@@ -1,11 +1,12 @@
 //! Turning wire payloads into [`Signal`]s: one adapter per wire format, and the validation and
 //! freshness rules of DESIGN.md §2–3 ([`target`]: what a target resource may be called;
-//! [`freshness`]: the replay guard).
+//! [`freshness`]: the replay guard; [`delivery`]: what tells a resend from a new occurrence).
 //!
 //! Adapters parse with simd-json, which needs a mutable buffer: the HTTP layer hands them the
 //! request body it owns.
 
 pub mod adapters;
+pub mod delivery;
 pub mod freshness;
 pub mod target;
 
@@ -15,6 +16,8 @@ use jiff::Timestamp;
 
 use crate::fingerprint::Fingerprint;
 use crate::k8s::types::{ResourceRef, SIGNAL_MAP_MAX_ENTRIES, SignalSource};
+
+pub use delivery::Delivery;
 
 /// Longest `Signal::name` (`spec.signalName` allows 253 characters); longer names are truncated,
 /// not rejected: the name is not part of the fingerprint, so truncation cannot merge two
@@ -35,6 +38,10 @@ pub const RESOURCE_KIND_MAX_CHARS: usize = 63;
 pub struct Signal {
     /// Identity of the problem: the target resource (DESIGN.md §3).
     pub fingerprint: Fingerprint,
+    /// This delivery of the signal: the same for a verbatim resend (Alertmanager HA, a retry),
+    /// different for a new occurrence ([`delivery`]). Computed by the adapter from what the
+    /// source sent; owner resolution does not change it.
+    pub delivery: Delivery,
     /// Alert name (`labels.alertname`) or Event `reason`.
     pub name: String,
     /// `labels.severity` verbatim, else `"unknown"`; the Event `type` for Events.

@@ -102,6 +102,14 @@ fn describe() {
         Unit::Seconds,
         "Kubernetes API call duration, by verb."
     );
+    describe_counter!(
+        names::REDELIVERIES,
+        "Deliveries identical to one recorded within the redelivery window, answered with its ordinal and not counted again, by source adapter."
+    );
+    describe_gauge!(
+        names::REDELIVERY_WINDOW_ENTRIES,
+        "Deliveries the redelivery window remembers, in flight or recorded."
+    );
     describe_gauge!(
         names::INDEX_ENTRIES,
         "Fingerprints in the RemediationRequest index."
@@ -178,6 +186,8 @@ pub struct Metrics {
     pub index_entries: Gauge,
     /// `gateway_watch_restarts_total`.
     pub watch_restarts: Counter,
+    /// `gateway_redelivery_window_entries`.
+    pub redelivery_window_entries: Gauge,
     /// `gateway_in_flight_requests`.
     pub in_flight: Gauge,
     /// `gateway_overload_rejections_total`.
@@ -213,6 +223,7 @@ impl Metrics {
         let metrics = Metrics {
             index_entries: metrics::gauge!(names::INDEX_ENTRIES),
             watch_restarts: metrics::counter!(names::WATCH_RESTARTS),
+            redelivery_window_entries: metrics::gauge!(names::REDELIVERY_WINDOW_ENTRIES),
             in_flight: metrics::gauge!(names::IN_FLIGHT),
             rejected_overload: metrics::counter!(names::REJECTED_OVERLOAD),
             circuit_breaker_state: metrics::gauge!(names::CIRCUIT_BREAKER_STATE, "name" => "kubernetes"),
@@ -279,6 +290,14 @@ impl Metrics {
             .get_or_init(|| {
                 metrics::counter!(names::CRDS_CREATED, "source_type" => source.label(), "status" => "success")
             })
+            .increment(1);
+    }
+
+    /// `gateway_redeliveries_total{source_type}`: one delivery answered from the redelivery
+    /// window.
+    pub fn redelivery(&self, source: Source) {
+        self.labelled.redeliveries[source as usize]
+            .get_or_init(|| metrics::counter!(names::REDELIVERIES, "source_type" => source.label()))
             .increment(1);
     }
 
@@ -553,6 +572,7 @@ struct Labelled {
     http: [OnceLock<Histogram>; 3 * 3 * 14],
     received: [OnceLock<Counter>; 2 * 10],
     created: [OnceLock<Counter>; 2],
+    redeliveries: [OnceLock<Counter>; 2],
     k8s_calls: [OnceLock<Counter>; 7 * 9],
     k8s_durations: [OnceLock<Histogram>; 7],
     auth: [OnceLock<Counter>; 5 * 2],
@@ -568,6 +588,7 @@ impl Default for Labelled {
             http: std::array::from_fn(|_| OnceLock::new()),
             received: std::array::from_fn(|_| OnceLock::new()),
             created: std::array::from_fn(|_| OnceLock::new()),
+            redeliveries: std::array::from_fn(|_| OnceLock::new()),
             k8s_calls: std::array::from_fn(|_| OnceLock::new()),
             k8s_durations: std::array::from_fn(|_| OnceLock::new()),
             creation_errors: std::array::from_fn(|_| OnceLock::new()),

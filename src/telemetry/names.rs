@@ -26,6 +26,11 @@ pub const K8S_REQUESTS: &str = "gateway_k8s_requests_total";
 pub const K8S_REQUEST_DURATION: &str = "gateway_k8s_request_duration_seconds";
 /// Counter, labels `verb`, `resolution`.
 pub const AMBIGUOUS_WRITES: &str = "gateway_ambiguous_writes_total";
+/// Counter, label `source_type`: deliveries answered from the redelivery window (the
+/// ordinal of the identical delivery they repeat), not counted again.
+pub const REDELIVERIES: &str = "gateway_redeliveries_total";
+/// Gauge: deliveries the redelivery window remembers (in flight or recorded).
+pub const REDELIVERY_WINDOW_ENTRIES: &str = "gateway_redelivery_window_entries";
 /// Gauge.
 pub const INDEX_ENTRIES: &str = "gateway_index_entries";
 /// Counter.

@@ -33,6 +33,9 @@ pub struct FakeStore {
     pub write_on_top_of_lost: AtomicBool,
     /// Field-selector lists taken.
     pub lists: AtomicU64,
+    /// Creates of an RR with this fingerprint are refused (Unavailable, as a quota or an
+    /// overloaded apiserver would refuse them) while set.
+    pub refuse_creates_of: Mutex<Option<String>>,
     calls: AtomicU64,
 }
 
@@ -105,6 +108,9 @@ impl FakeStore {
 impl RrStore for FakeStore {
     async fn create(&self, rr: &RemediationRequest) -> Result<RemediationRequest, StoreError> {
         self.maybe_fail().await?;
+        if self.refuse_creates_of.lock().unwrap().as_deref() == Some(&rr.spec.signal_fingerprint) {
+            return Err(StoreError::Unavailable("injected: create refused".into()));
+        }
         let mut rrs = self.rrs.lock().unwrap();
         let name = rr.metadata.name.clone().unwrap();
         if rrs.contains_key(&name) {

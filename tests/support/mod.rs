@@ -271,9 +271,25 @@ impl Http {
     }
 }
 
-/// A fresh Alertmanager webhook with one firing alert about `pod` in `namespace`.
+/// A time at least now and later than every one returned before in this process: bodies built
+/// one after another are distinct deliveries even when the system clock has not moved.
+pub fn unique_now() -> jiff::Timestamp {
+    static LAST: std::sync::Mutex<Option<jiff::Timestamp>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap();
+    let now = jiff::Timestamp::now();
+    let now = match *last {
+        Some(previous) if now <= previous => previous + jiff::SignedDuration::from_micros(1),
+        _ => now,
+    };
+    *last = Some(now);
+    now
+}
+
+/// A fresh Alertmanager webhook with one firing alert about `pod` in `namespace`. Its
+/// `startsAt` is [`unique_now`], so every body built is a delivery of its own: posting two
+/// counts two, posting one body twice within the redelivery window counts it once.
 pub fn alert(alertname: &str, namespace: &str, pod: &str) -> serde_json::Value {
-    let now = jiff::Timestamp::now().to_string();
+    let now = unique_now().to_string();
     serde_json::json!({
         "version": "4",
         "groupKey": "{}:{alertname=\"x\"}",

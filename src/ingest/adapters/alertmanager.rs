@@ -13,7 +13,8 @@
 //! present, else from the first of [`RESOURCE_LABELS`], its namespace from the first of
 //! [`NAMESPACE_LABELS`], firing time = `startsAt`. All label lookups read the merged labels, so
 //! a `cluster` or `namespace` that only appears in `commonLabels` still counts. Labels with
-//! empty values are treated as absent (Prometheus drops them).
+//! empty values are treated as absent (Prometheus drops them). The [`Delivery`] digest covers
+//! the fingerprint, the merged labels, `startsAt`, `endsAt` and `status`.
 //!
 //! The target's name, namespace and kind must be Kubernetes names ([`target`]); one that is not
 //! rejects its alert (only that one, in a batch), naming the label it came from.
@@ -28,7 +29,8 @@ use crate::fingerprint::Fingerprint;
 use crate::ingest::freshness::{self, check_not_future, check_not_stale};
 use crate::ingest::target;
 use crate::ingest::{
-    Limits, Rejection, SEVERITY_MAX_CHARS, SIGNAL_NAME_MAX_CHARS, Signal, check_signal_bytes,
+    Delivery, Limits, Rejection, SEVERITY_MAX_CHARS, SIGNAL_NAME_MAX_CHARS, Signal,
+    check_signal_bytes,
 };
 use crate::k8s::types::{ResourceRef, SignalSource, truncate_chars};
 
@@ -268,6 +270,15 @@ fn to_signal(
         target.kind,
         target.name,
     );
+    // What changes between two notifications of one alert: Alertmanager moves `endsAt` on at
+    // every re-notification of a firing alert and flips `status` when it resolves; a
+    // re-fired alert has a new `startsAt`. The labels are the alert's identity.
+    let delivery = Delivery::digest(SignalSource::Prometheus, &fingerprint)
+        .labels("labels", &labels)
+        .time("startsAt", Some(firing_time))
+        .text("endsAt", alert.ends_at.as_deref())
+        .text("status", alert.status.as_deref())
+        .finish();
     let resource = ResourceRef {
         kind: target.kind.to_owned(),
         name: target.name.to_owned(),
@@ -289,6 +300,7 @@ fn to_signal(
 
     Ok(Signal {
         fingerprint,
+        delivery,
         name,
         severity,
         source: SignalSource::Prometheus,
@@ -1247,6 +1259,109 @@ mod tests {
                 ("pod".into(), pod.clone()),
                 ("namespace".into(), ns.clone()),
             ]), expected);
+        }
+
+        /// The delivery digest depends on the merged label set, not on the order the labels
+        /// were written in nor on which of them came as common labels, and ignores what HA
+        /// replicas' copies of one notification differ in; each field it covers changes it.
+        #[test]
+        fn delivery_ignores_label_order_and_follows_every_field_it_covers(
+            ns in label_value(),
+            pod in label_value(),
+            extra in proptest::collection::btree_map("[a-z_]{1,12}", label_value(), 0..8),
+            seed in any::<u64>(),
+            common in any::<prop::sample::Index>(),
+            starts in 0u32..3600,
+            ends in 0u32..3600,
+        ) {
+            let identifying = ["alertname", "pod", "deployment", "statefulset", "daemonset",
+                               "node", "service", "namespace", "exported_namespace", "cluster",
+                               "target_kind", "target_name", "target_namespace"];
+            let mut pairs: Vec<(String, String)> = extra
+                .into_iter()
+                .filter(|(k, _)| !identifying.contains(&k.as_str()))
+                .collect();
+            pairs.push(("alertname".into(), "A".into()));
+            pairs.push(("pod".into(), pod.clone()));
+            pairs.push(("namespace".into(), ns.clone()));
+            let mut shuffled = pairs.clone();
+            let mut state = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let object = |pairs: &[(String, String)]| {
+                let fields: Vec<String> = pairs.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
+                format!("{{{}}}", fields.join(","))
+            };
+            let starts_at = |offset: u32| {
+                let at = Timestamp::from_second(1_772_362_800 + i64::from(offset)).unwrap();
+                at.to_string()
+            };
+            /// One alert as sent: its own labels, the common labels, startsAt, endsAt, status,
+            /// and who sent it (what HA copies of one notification differ in).
+            #[derive(Clone)]
+            struct Sent<'a> {
+                labels: &'a [(String, String)],
+                common: &'a [(String, String)],
+                starts: String,
+                ends: String,
+                status: &'a str,
+                sender: &'a str,
+            }
+            let delivery = |a: &Sent<'_>| {
+                let body = format!(
+                    r#"{{"receiver":"{sender}","externalURL":"http://{sender}:9093","groupKey":"{sender}","commonLabels":{common},"alerts":[{{"status":"{status}","labels":{labels},"annotations":{{"value":"{sender}"}},"startsAt":"{starts}","endsAt":"{ends}","generatorURL":"http://{sender}/graph"}}]}}"#,
+                    sender = a.sender,
+                    common = object(a.common),
+                    status = a.status,
+                    labels = object(a.labels),
+                    starts = a.starts,
+                    ends = a.ends,
+                );
+                let mut body = body.into_bytes();
+                parse(&mut body, None, now()).unwrap().remove(0).unwrap().delivery
+            };
+            let first = Sent {
+                labels: &pairs,
+                common: &[],
+                starts: starts_at(starts),
+                ends: starts_at(ends),
+                status: "firing",
+                sender: "am-0",
+            };
+            let expected = delivery(&first);
+            // The same delivery: another order, labels moved to the common ones, another
+            // Alertmanager's copy (receiver, URLs, group key, annotations).
+            prop_assert_eq!(delivery(&Sent { labels: &shuffled, ..first.clone() }), expected);
+            let split = common.index(pairs.len() + 1);
+            prop_assert_eq!(
+                delivery(&Sent { labels: &pairs[split..], common: &pairs[..split], ..first.clone() }),
+                expected
+            );
+            prop_assert_eq!(delivery(&Sent { sender: "am-1", ..first.clone() }), expected);
+            // A new one: each covered field.
+            let mut renamed = pairs.clone();
+            if let Some(alertname) = renamed.iter_mut().find(|(k, _)| k == "alertname") {
+                alertname.1 = "B".into();
+            }
+            let mut more = pairs.clone();
+            more.push(("Added".into(), "x".into()));
+            let mut moved = pairs.clone();
+            if let Some(target) = moved.iter_mut().find(|(k, _)| k == "pod") {
+                target.1.push('x');
+            }
+            for other in [
+                Sent { labels: &renamed, ..first.clone() },
+                Sent { labels: &more, ..first.clone() },
+                Sent { labels: &moved, ..first.clone() },
+                Sent { starts: starts_at(starts + 1), ..first.clone() },
+                Sent { ends: starts_at(ends + 1), ..first.clone() },
+                Sent { ends: "0001-01-01T00:00:00Z".into(), ..first.clone() },
+                Sent { status: "resolved", ..first.clone() },
+            ] {
+                prop_assert_ne!(delivery(&other), expected);
+            }
         }
 
         /// The cluster label, wherever it comes from, changes the fingerprint.

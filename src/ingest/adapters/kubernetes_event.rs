@@ -13,6 +13,10 @@
 //! `firstTimestamp`, else `eventTime`, else that newest one, and the occurrence count is
 //! `count`, else `series.count`.
 //!
+//! The [`Delivery`] digest covers the fingerprint, the Event's identity (`metadata.namespace`,
+//! `name`, `uid`; `reason` and `type`), `count`, the four timestamps and `series.count`: what
+//! a recorder changes when the Event repeats.
+//!
 //! The body is parsed once by simd-json into a borrowed DOM, which serves twice: the typed view
 //! the rules read is deserialised from it (strings still borrowed from the body), and `raw` is
 //! encoded from it, so the RR keeps every field of the Event (metadata, source, series...), not
@@ -29,7 +33,7 @@ use super::wire::Str;
 use crate::fingerprint::Fingerprint;
 use crate::ingest::freshness::{self, check_not_future, check_not_stale};
 use crate::ingest::target;
-use crate::ingest::{Rejection, SIGNAL_NAME_MAX_CHARS, Signal};
+use crate::ingest::{Delivery, Rejection, SIGNAL_NAME_MAX_CHARS, Signal};
 use crate::k8s::types::{ResourceRef, SignalSource, truncate_chars};
 
 /// The fields of a core/v1 Event the gateway reads. Declared types are checked: a wrongly
@@ -73,6 +77,10 @@ struct EventSeries<'a> {
 struct Metadata<'a> {
     #[serde(borrow)]
     namespace: Option<Str<'a>>,
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    uid: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +197,26 @@ pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
         }
     };
     let fingerprint = Fingerprint::of(None, namespace.unwrap_or(""), kind, name);
+    // An Event object is updated in place when it repeats: its identity stays, and `count`
+    // and `lastTimestamp` (`series` for the events.k8s.io/v1 recorder) move on. Reason and
+    // type stand in for the identity when a hand-made Event carries no metadata.
+    let meta = event.metadata.as_ref();
+    let delivery = Delivery::digest(SignalSource::KubernetesEvents, &fingerprint)
+        .text(
+            "metadata.namespace",
+            meta.and_then(|m| m.namespace.as_deref()),
+        )
+        .text("metadata.name", meta.and_then(|m| m.name.as_deref()))
+        .text("metadata.uid", meta.and_then(|m| m.uid.as_deref()))
+        .text("reason", Some(reason))
+        .text("type", Some(event_type))
+        .number("count", event.count)
+        .time("firstTimestamp", first)
+        .time("lastTimestamp", last)
+        .time("eventTime", event_time)
+        .number("series.count", series.and_then(|s| s.count))
+        .time("series.lastObservedTime", last_observed)
+        .finish();
 
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_EVENT_TYPE.to_owned(), event_type.to_lowercase());
@@ -222,6 +250,7 @@ pub fn parse(body: &mut [u8], now: Timestamp) -> Result<Signal, Rejection> {
 
     Ok(Signal {
         fingerprint,
+        delivery,
         name: truncate_chars(reason, SIGNAL_NAME_MAX_CHARS).to_owned(),
         // Only `Warning` or `Error` get here: within the severity limit.
         severity: event_type.to_owned(),
@@ -340,6 +369,71 @@ mod tests {
         assert_eq!(s.annotations[ANNOTATION_COUNT], "7");
         assert_eq!(s.annotations[ANNOTATION_SOURCE_HOST], "worker-1");
         assert!(s.annotations[ANNOTATION_MESSAGE].starts_with("Back-off"));
+    }
+
+    #[test]
+    fn the_delivery_moves_on_with_the_event_and_not_otherwise() {
+        let delivery = |e: &Value| run(e).unwrap().delivery;
+        let first = delivery(&event());
+        // A verbatim resend, another field order, another message or reporter: the same.
+        assert_eq!(delivery(&event()), first);
+        // Written by hand: serde_json's map would sort the keys again.
+        let fields: Vec<String> = event()
+            .as_object()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|(k, v)| format!("{}:{v}", Value::from(k.as_str())))
+            .collect();
+        let mut body = format!("{{{}}}", fields.join(",")).into_bytes();
+        assert_eq!(parse(&mut body, now()).unwrap().delivery, first);
+        let mut e = event();
+        e["message"] = json!("Back-off restarting failed container api (again)");
+        e["reportingInstance"] = json!("worker-2");
+        assert_eq!(delivery(&e), first);
+        // The Event repeated, or another Event: a new delivery.
+        let changed = |path: &[&str], value: Value| {
+            let mut e = event();
+            let (last, parents) = path.split_last().unwrap();
+            let mut cur = &mut e;
+            for p in parents {
+                cur = &mut cur[*p];
+            }
+            cur[*last] = value;
+            delivery(&e)
+        };
+        for (path, value) in [
+            (&["count"][..], json!(8)),
+            (&["lastTimestamp"], json!("2026-03-01T11:59:45Z")),
+            (&["firstTimestamp"], json!("2026-03-01T11:57:00Z")),
+            (&["eventTime"], json!("2026-03-01T11:58:00.000001Z")),
+            (
+                &["series"],
+                json!({"count": 2, "lastObservedTime": "2026-03-01T11:59:30.000000Z"}),
+            ),
+            (
+                &["metadata", "name"],
+                json!("api-7d9f8b6c5-x2x4z.17f3a1b2c3d4e5f7"),
+            ),
+            (
+                &["metadata", "uid"],
+                json!("6f1c2d3e-4b5a-6978-8a9b-0c1d2e3f4a5c"),
+            ),
+            (&["reason"], json!("Unhealthy")),
+            (&["type"], json!("Error")),
+            (&["involvedObject", "name"], json!("api-7d9f8b6c5-y3y5a")),
+        ] {
+            assert_ne!(changed(path, value.clone()), first, "{path:?} = {value}");
+        }
+        // The events.k8s.io/v1 recorder moves series on instead.
+        let mut v1 = event();
+        v1["series"] = json!({"count": 2, "lastObservedTime": "2026-03-01T11:59:30.000000Z"});
+        let series = delivery(&v1);
+        v1["series"]["count"] = json!(3);
+        assert_ne!(delivery(&v1), series);
+        v1["series"]["count"] = json!(2);
+        v1["series"]["lastObservedTime"] = json!("2026-03-01T11:59:40.000000Z");
+        assert_ne!(delivery(&v1), series);
     }
 
     #[test]
