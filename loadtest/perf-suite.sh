@@ -26,9 +26,12 @@ declare -A runs=(
   [burst2000]="--rate 0 --storm-rate 2000 --storm-duration 10s --storm-fingerprints 100 --warmup 0s"
   [disk200]="--rate 200 --duration 20s --warmup 5s --etcd-storage disk"
   [replicas3-200]="--rate 200 --duration 20s --warmup 5s --replicas 3"
+  [replicas1-200]="--rate 200 --duration 20s --warmup 5s --replicas 1"
+  [replicas3-200-noring]="--rate 200 --duration 20s --warmup 5s --replicas 3 --gateway-arg=--cluster-enabled=false"
+  [replicas3-200-ha]="--rate 200 --duration 20s --warmup 5s --replicas 3 --redeliveries 1"
 )
 names=("$@")
-[[ ${#names[@]} -eq 0 ]] && names=(steady100-nostorm steady100 steady200 steady300 steady500 steady1000 storm-async storm-sync storm-inline steady100-async steady200-async burst2000 disk200 replicas3-200)
+[[ ${#names[@]} -eq 0 ]] && names=(steady100-nostorm steady100 steady200 steady300 steady500 steady1000 storm-async storm-sync storm-inline steady100-async steady200-async burst2000 disk200 replicas1-200 replicas3-200 replicas3-200-noring replicas3-200-ha)
 for name in "${names[@]}"; do
   echo "== $name$suffix: $lt ${runs[$name]} ${bin_args[*]}"
   # shellcheck disable=SC2086

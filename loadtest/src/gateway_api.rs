@@ -126,10 +126,14 @@ impl GatewaySink {
     }
 
     /// Sends one request; `seq` (unique in the phase) makes its signals deliveries of their
-    /// own. A plan with a [`Redelivery`] sends the same body a second time to the same gateway
-    /// (where its redelivery window is), and both answers come back.
+    /// own. A plan with a [`Redelivery`] sends the same body a second time, to the next
+    /// replica (as a second Alertmanager of an HA pair reaches another pod behind the
+    /// Service; the owner's redelivery window recognises it wherever it lands), and both
+    /// answers come back.
     pub async fn send(&self, plan: &RequestPlan, seq: u64) -> Completion {
-        let target = &self.targets[self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len()];
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let target = &self.targets[turn % self.targets.len()];
+        let again_target = &self.targets[(turn + 1) % self.targets.len()];
         let expected: Vec<String> = plan
             .signals
             .iter()
@@ -137,14 +141,22 @@ impl GatewaySink {
             .collect();
         let body = Bytes::from(self.naming.body(plan, seq, Timestamp::now()));
         let url = format!("{target}{}", plan.route.path());
-        let send = || async {
-            let answer = self.post(&url, body.clone()).await;
-            self.classify(answer, plan, &expected)
+        let again_url = format!("{again_target}{}", plan.route.path());
+        let send_to = |url: &str| {
+            let url = url.to_owned();
+            let body = body.clone();
+            let expected = &expected;
+            async move {
+                let answer = self.post(&url, body).await;
+                self.classify(answer, plan, expected)
+            }
         };
+        let send = || send_to(&url);
+        let resend = || send_to(&again_url);
         match plan.redelivery {
             None => send().await,
             Some(Redelivery::Concurrent) => {
-                let (first, again) = tokio::join!(send(), send());
+                let (first, again) = tokio::join!(send(), resend());
                 let redelivery = Some(Box::new(again));
                 Completion {
                     redelivery,
@@ -153,7 +165,7 @@ impl GatewaySink {
             }
             Some(Redelivery::AfterAnswer) => {
                 let first = send().await;
-                let redelivery = Some(Box::new(send().await));
+                let redelivery = Some(Box::new(resend().await));
                 Completion {
                     redelivery,
                     ..first

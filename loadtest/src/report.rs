@@ -218,6 +218,10 @@ fn render_run(out: &mut std::fmt::Formatter<'_>, r: &Phase) -> std::fmt::Result 
             );
             writeln!(out, "  gateway-side mean call time, ms: {means}")?;
         }
+        if !w.forward_ms.is_empty() {
+            let hop = pairs(&mut w.forward_ms.iter().map(|(k, v)| format!("{k}={v:.2}")));
+            writeln!(out, "  forward to the owner, ms: {hop}")?;
+        }
     }
     match &r.count_check {
         CountCheck::Done(c) => {

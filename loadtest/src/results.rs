@@ -372,6 +372,9 @@ pub struct Writes {
     /// Mean duration of the gateway's Kubernetes calls during the phase, by verb, in ms: tells
     /// time spent waiting on the API from time spent in the gateway.
     pub k8s_call_mean_ms: BTreeMap<String, f64>,
+    /// P50 and P95 (`p50`, `p95`) of the forward to the owning replica, ms, from the gateways'
+    /// `gateway_forward_duration_seconds` buckets (empty when nothing was forwarded).
+    pub forward_ms: BTreeMap<String, f64>,
 }
 
 impl Writes {

@@ -48,9 +48,9 @@ pub struct Scenario {
     /// Fraction of requests sent to the Kubernetes Event route instead.
     #[arg(long, default_value_t = 0.0)]
     pub event_share: f64,
-    /// Fraction of requests whose body is also sent a second time, verbatim, to the same
-    /// gateway: half of them at the same instant (a second Alertmanager of an HA pair), half
-    /// right after the answer (a sender's retry). A resend is not an occurrence: it must be
+    /// Fraction of requests whose body is also sent a second time, verbatim, to the next
+    /// replica (the same one when there is one): half of them at the same instant (a second
+    /// Alertmanager of an HA pair), half right after the answer (a sender's retry). A resend is not an occurrence: it must be
     /// answered with the RR and ordinal of the delivery it repeats, and the count check expects
     /// it not to count. The floor sends every request once.
     #[arg(long, default_value_t = 0.0)]

@@ -17,8 +17,10 @@ const WRITE_VERBS: [&str; 3] = ["create", "patch", "update"];
 /// The outcome of calls that never reached the API (the circuit breaker refused them).
 const NOT_SENT: &str = "breaker_open";
 /// Counters whose increase over the phase is reported alongside.
-const COUNTERS: [&str; 9] = [
+const COUNTERS: [&str; 11] = [
     names::SIGNALS_RECEIVED,
+    names::FORWARDED_SIGNALS,
+    names::LOCAL_FALLBACKS,
     names::REDELIVERIES,
     names::SIGNALS_DEDUPLICATED,
     names::CRDS_CREATED,
@@ -164,12 +166,51 @@ pub fn gateway_writes(before: &[Vec<Sample>], after: &[Vec<Sample>], signals: u6
         let increase = delta(before, after, name, &[]).values().sum();
         ((*name).to_owned(), increase)
     });
+    let buckets = delta(
+        before,
+        after,
+        &format!("{}_bucket", names::FORWARD_DURATION),
+        &["le"],
+    );
+    let forward_ms = [("p50", 0.5), ("p95", 0.95)]
+        .into_iter()
+        .filter_map(|(name, q)| Some((name.to_owned(), quantile(&buckets, q)? * 1000.0)))
+        .collect();
     Writes {
         by_verb_outcome: calls,
         counters: counters.collect(),
         k8s_call_mean_ms: k8s_call_mean_ms.collect(),
+        forward_ms,
         ..Writes::new("gateway /metrics", writes, signals)
     }
+}
+
+/// The `q` quantile of a histogram's cumulative bucket counts (by `le`), interpolated within
+/// the bucket it falls in as Prometheus' `histogram_quantile` does; `None` without
+/// observations.
+pub fn quantile(buckets: &Sums, q: f64) -> Option<f64> {
+    let mut bounds: Vec<(f64, f64)> = buckets
+        .iter()
+        .filter_map(|(le, n)| Some((le.parse::<f64>().ok()?, *n)))
+        .collect();
+    bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = bounds.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, cumulative) in bounds {
+        if cumulative >= rank {
+            if le.is_infinite() {
+                return Some(lower);
+            }
+            let within = (cumulative - below).max(f64::MIN_POSITIVE);
+            return Some(lower + (le - lower) * (rank - below) / within);
+        }
+        (lower, below) = (le, cumulative);
+    }
+    None
 }
 
 /// Memory and CPU of given gateways from their `process_*` metrics, when they have them.
@@ -210,6 +251,23 @@ gateway_http_request_duration_seconds_bucket{route="prometheus",status="202",le=
 weird{msg="a \"quoted\", {brace}\\ and\nnewline",x="1"} 2
 broken{a="1" 3
 "#;
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket() {
+        let buckets: Sums = [
+            ("0.01", 50.0),
+            ("0.02", 90.0),
+            ("0.05", 100.0),
+            ("+Inf", 100.0),
+        ]
+        .into_iter()
+        .map(|(le, n)| (le.to_owned(), n))
+        .collect();
+        assert_eq!(quantile(&buckets, 0.5), Some(0.01));
+        let p95 = quantile(&buckets, 0.95).unwrap_or_default();
+        assert!((p95 - 0.035).abs() < 1e-9, "{p95}");
+        assert_eq!(quantile(&Sums::new(), 0.5), None);
+    }
 
     #[test]
     fn parses_samples() {
