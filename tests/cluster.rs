@@ -19,6 +19,23 @@ use kube::Api;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use support::{Gateway, Http, Stack, alert, count_of, eventually, pod_fingerprint, rrs_of};
 
+/// This binary's control plane: like `gateway_envtest::shared`, with RR writes in the audit log.
+async fn plane() -> &'static gateway_envtest::ControlPlane {
+    static PLANE: tokio::sync::OnceCell<gateway_envtest::ControlPlane> =
+        tokio::sync::OnceCell::const_new();
+    PLANE
+        .get_or_init(|| async {
+            gateway_envtest::ControlPlane::start(gateway_envtest::Options {
+                crds: gateway_envtest::default_crds(),
+                audit_rr_writes: true,
+                ..gateway_envtest::Options::default()
+            })
+            .await
+            .unwrap()
+        })
+        .await
+}
+
 /// Fast membership for the fault tests: a killed replica leaves the ring within 3 s.
 const FAST_LEASES: &[&str] = &["--lease-duration", "3s", "--lease-renew-interval", "1s"];
 
@@ -148,7 +165,7 @@ async fn assert_counts(client: &kube::Client, ns: &str, answers: &[Answer], exac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_300_first_sightings_cost_one_create_and_few_patches() {
-    let plane = gateway_envtest::shared().await.unwrap();
+    let plane = plane().await;
     let Stack {
         ns,
         client,
@@ -222,7 +239,7 @@ async fn three_replicas_300_first_sightings_cost_one_create_and_few_patches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_replica_leaves_the_ring_and_no_acknowledged_count_is_lost() {
-    let plane = gateway_envtest::shared().await.unwrap();
+    let plane = plane().await;
     let Stack {
         ns,
         client,
@@ -284,7 +301,7 @@ async fn a_killed_replica_leaves_the_ring_and_no_acknowledged_count_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_terminated_replica_hands_off_and_the_others_answer_every_signal() {
-    let plane = gateway_envtest::shared().await.unwrap();
+    let plane = plane().await;
     let Stack {
         ns,
         client,
@@ -351,7 +368,7 @@ async fn a_terminated_replica_hands_off_and_the_others_answer_every_signal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_blind_to_the_members_costs_writes_never_counts() {
-    let plane = gateway_envtest::shared().await.unwrap();
+    let plane = plane().await;
     let Stack {
         ns,
         client,
@@ -484,7 +501,7 @@ fn rule(group: &str, resource: &str, verbs: &[&str]) -> PolicyRule {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_notification_from_three_alertmanagers_counts_once() {
-    let plane = gateway_envtest::shared().await.unwrap();
+    let plane = plane().await;
     let Stack {
         ns,
         client,

@@ -107,12 +107,23 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const EXPIRY_MARKER_KEY: &str = "/gateway-envtest/watch-history-expired";
 
 /// What kube-apiserver's audit log records: the TokenReviews and SubjectAccessReviews made
-/// against it, and the writes of RRs (create, and patch or update of their status) — who made
-/// them and on what, not their content — and nothing else, so that tests can count the API
-/// calls a gateway's authentication and deduplication cost without slowing every other
-/// request.
-const AUDIT_POLICY: &str = "\
-apiVersion: audit.k8s.io/v1
+/// against it (who made them, not their content), and with [`Options::audit_rr_writes`] the
+/// writes of RRs (create, and patch or update of their status); nothing else, so that tests
+/// can count the API calls a gateway's authentication (and deduplication) cost without
+/// slowing every other request.
+fn audit_policy_text(rr_writes: bool) -> String {
+    let writes = if rr_writes {
+        "  - level: Metadata
+    verbs: [create, patch, update]
+    resources:
+      - group: kubernaut.ai
+        resources: [remediationrequests, remediationrequests/status]
+"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
@@ -122,13 +133,10 @@ rules:
         resources: [tokenreviews]
       - group: authorization.k8s.io
         resources: [subjectaccessreviews]
-  - level: Metadata
-    verbs: [create, patch, update]
-    resources:
-      - group: kubernaut.ai
-        resources: [remediationrequests, remediationrequests/status]
-  - level: None
-";
+{writes}  - level: None
+"
+    )
+}
 
 /// The gateway's ClusterRole for senders (deploy/rbac.yaml), which
 /// [`ControlPlane::signal_sender_token`] binds.
@@ -159,6 +167,10 @@ pub struct Options {
     /// it, and [`ControlPlane::fault`] changes what it does. Default: off (clients connect
     /// directly).
     pub proxy: bool,
+    /// Also audit every RR write (create, status patch or update), for tests that count them
+    /// ([`ControlPlane::audit_events`]). Default: off (each audited request is written before
+    /// its response, which a load test would measure).
+    pub audit_rr_writes: bool,
 }
 
 impl Default for Options {
@@ -171,6 +183,7 @@ impl Default for Options {
             apiserver_args: Vec::new(),
             startup_timeout: Duration::from_secs(120),
             proxy: false,
+            audit_rr_writes: false,
         }
     }
 }
@@ -288,7 +301,7 @@ impl ControlPlane {
 
         let cert_dir = dir.join("certs");
         let audit_policy = dir.join("audit-policy.yaml");
-        std::fs::write(&audit_policy, AUDIT_POLICY)
+        std::fs::write(&audit_policy, audit_policy_text(options.audit_rr_writes))
             .with_context(|| format!("writing {}", audit_policy.display()))?;
         let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
@@ -502,8 +515,8 @@ impl ControlPlane {
     }
 
     /// The audit events recorded so far for `resource` (`tokenreviews`,
-    /// `subjectaccessreviews`, or `remediationrequests` writes, status subresource included:
-    /// the only ones the policy records), each the JSON object kube-apiserver wrote, at stage
+    /// `subjectaccessreviews`, or with [`Options::audit_rr_writes`] `remediationrequests`
+    /// writes, status subresource included: the only ones the policy records), each the JSON object kube-apiserver wrote, at stage
     /// `ResponseComplete`.
     pub fn audit_events(&self, resource: &str) -> Result<Vec<serde_json::Value>> {
         let path = self.dir().join("audit.log");
