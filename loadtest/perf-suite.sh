@@ -29,9 +29,13 @@ declare -A runs=(
   [replicas1-200]="--rate 200 --duration 20s --warmup 5s --replicas 1"
   [replicas3-200-noring]="--rate 200 --duration 20s --warmup 5s --replicas 3 --gateway-arg=--cluster-enabled=false"
   [replicas3-200-ha]="--rate 200 --duration 20s --warmup 5s --replicas 3 --redeliveries 1"
+  [replicas1-100]="--rate 100 --duration 20s --warmup 5s --replicas 1"
+  [replicas3-100]="--rate 100 --duration 20s --warmup 5s --replicas 3"
+  [replicas3-100-noring]="--rate 100 --duration 20s --warmup 5s --replicas 3 --gateway-arg=--cluster-enabled=false"
+  [replicas3-100-ha]="--rate 100 --duration 20s --warmup 5s --replicas 3 --redeliveries 1"
 )
 names=("$@")
-[[ ${#names[@]} -eq 0 ]] && names=(steady100-nostorm steady100 steady200 steady300 steady500 steady1000 storm-async storm-sync storm-inline steady100-async steady200-async burst2000 disk200 replicas1-200 replicas3-200 replicas3-200-noring replicas3-200-ha)
+[[ ${#names[@]} -eq 0 ]] && names=(steady100-nostorm steady100 steady200 steady300 steady500 steady1000 storm-async storm-sync storm-inline steady100-async steady200-async burst2000 disk200 replicas1-200 replicas3-200 replicas3-200-noring replicas3-200-ha replicas1-100 replicas3-100 replicas3-100-noring replicas3-100-ha)
 for name in "${names[@]}"; do
   echo "== $name$suffix: $lt ${runs[$name]} ${bin_args[*]}"
   # shellcheck disable=SC2086
