@@ -75,6 +75,54 @@ struct Answer {
     at: Instant,
 }
 
+/// A load run in the background: distinct deliveries about 12 pods, round robin over the
+/// targets (which the test may change while it runs).
+struct Load {
+    /// The signal URLs sent to.
+    targets: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    run: tokio::task::JoinHandle<Vec<Answer>>,
+}
+
+impl Load {
+    /// Starts sending to `gateways`, `concurrency` requests at a time.
+    fn start(http: &Http, ns: &str, gateways: &[Gateway], concurrency: usize) -> Load {
+        let pods: Vec<String> = (0..12).map(|i| format!("api-{i}")).collect();
+        let targets = Arc::new(Mutex::new(gateways.iter().map(url).collect::<Vec<_>>()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let run = tokio::spawn(load(
+            http.clone(),
+            ns.to_owned(),
+            pods,
+            targets.clone(),
+            concurrency,
+            stop.clone(),
+        ));
+        Load { targets, stop, run }
+    }
+
+    /// Stops sending and returns every answer.
+    async fn finish(self) -> Vec<Answer> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.run.await.unwrap()
+    }
+}
+
+/// Signals `gateways` forwarded to their owner and got its answer for.
+async fn forwarded_ok(gateways: &[Gateway], http: &Http) -> f64 {
+    let mut forwarded = 0.0;
+    for gateway in gateways {
+        forwarded += gateway
+            .metric(
+                http,
+                "gateway_forwarded_signals_total",
+                &[("outcome", "ok")],
+            )
+            .await;
+    }
+    forwarded
+}
+
 /// Sends distinct deliveries about `pods` (round robin over them) to the gateways `targets()`
 /// returns at each send, `concurrency` at a time, until `stop` is set; collects every answer.
 async fn load(
@@ -200,16 +248,7 @@ async fn three_replicas_300_first_sightings_cost_one_create_and_few_patches() {
     assert_eq!(count_of(&rrs[0]), 300);
 
     // Two thirds of the signals arrived at a replica that does not own the fingerprint.
-    let mut forwarded = 0.0;
-    for gateway in &gateways {
-        forwarded += gateway
-            .metric(
-                &http,
-                "gateway_forwarded_signals_total",
-                &[("outcome", "ok")],
-            )
-            .await;
-    }
+    let forwarded = forwarded_ok(&gateways, &http).await;
     assert!(forwarded >= 150.0, "{forwarded} signals forwarded");
 
     // What the apiserver saw: one create, and group commit over all three replicas' traffic.
@@ -250,29 +289,18 @@ async fn a_killed_replica_leaves_the_ring_and_no_acknowledged_count_is_lost() {
     let all: Vec<&Gateway> = gateways.iter().collect();
     members(&all, &http, 3).await;
 
-    let pods: Vec<String> = (0..12).map(|i| format!("api-{i}")).collect();
-    let targets = Arc::new(Mutex::new(gateways.iter().map(url).collect::<Vec<_>>()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let run = tokio::spawn(load(
-        http.clone(),
-        ns.clone(),
-        pods.clone(),
-        targets.clone(),
-        8,
-        stop.clone(),
-    ));
+    let load = Load::start(&http, &ns, &gateways, 8);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed_at = Instant::now();
     gateways[2].kill();
     // Senders notice the dead endpoint a moment later, as a Service would drop it.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    targets.lock().unwrap().truncate(2);
+    load.targets.lock().unwrap().truncate(2);
     let survivors: Vec<&Gateway> = gateways[..2].iter().collect();
     members(&survivors, &http, 2).await;
     let moved_after = killed_at.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answers = run.await.unwrap();
+    let answers = load.finish().await;
 
     for answer in &answers {
         assert!(
@@ -316,17 +344,7 @@ async fn a_terminated_replica_hands_off_and_the_others_answer_every_signal() {
     assert!(lease_holders(&client, &ns).await.contains(&leaving_peer));
 
     // Load on the two that stay; a third of it is owned by the one that leaves.
-    let pods: Vec<String> = (0..12).map(|i| format!("api-{i}")).collect();
-    let targets = Arc::new(Mutex::new(gateways.iter().map(url).collect::<Vec<_>>()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let run = tokio::spawn(load(
-        http.clone(),
-        ns.clone(),
-        pods,
-        targets,
-        8,
-        stop.clone(),
-    ));
+    let load = Load::start(&http, &ns, &gateways, 8);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let terminated_at = Instant::now();
     let exit = tokio::task::spawn_blocking(move || leaving.terminate());
@@ -340,8 +358,7 @@ async fn a_terminated_replica_hands_off_and_the_others_answer_every_signal() {
     members(&stayed, &http, 2).await;
     assert!(exit.await.unwrap().success(), "a clean exit");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answers = run.await.unwrap();
+    let answers = load.finish().await;
     eprintln!(
         "{} answers; the Lease was released {released_after:?} after SIGTERM",
         answers.len()
@@ -352,16 +369,7 @@ async fn a_terminated_replica_hands_off_and_the_others_answer_every_signal() {
         .filter(|a| !matches!(a.status, 201 | 202))
         .collect();
     assert!(bad.is_empty(), "the others answered {bad:?}");
-    let mut forwarded = 0.0;
-    for gateway in &gateways {
-        forwarded += gateway
-            .metric(
-                &http,
-                "gateway_forwarded_signals_total",
-                &[("outcome", "ok")],
-            )
-            .await;
-    }
+    let forwarded = forwarded_ok(&gateways, &http).await;
     assert!(forwarded > 0.0, "the ring forwarded");
     assert_counts(&client, &ns, &answers, true).await;
 }
@@ -450,20 +458,9 @@ async fn a_replica_blind_to_the_members_costs_writes_never_counts() {
         "the blind replica sees only itself"
     );
 
-    let pods: Vec<String> = (0..12).map(|i| format!("api-{i}")).collect();
-    let targets = Arc::new(Mutex::new(gateways.iter().map(url).collect::<Vec<_>>()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let run = tokio::spawn(load(
-        http.clone(),
-        ns.clone(),
-        pods,
-        targets,
-        12,
-        stop.clone(),
-    ));
+    let load = Load::start(&http, &ns, &gateways, 12);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answers = run.await.unwrap();
+    let answers = load.finish().await;
     let bad: Vec<&Answer> = answers
         .iter()
         .filter(|a| !matches!(a.status, 201 | 202))
@@ -475,16 +472,7 @@ async fn a_replica_blind_to_the_members_costs_writes_never_counts() {
         .metric(&http, "gateway_forwarded_signals_total", &[])
         .await;
     assert_eq!(blind_forwards, 0.0, "the blind replica forwards nothing");
-    let mut forwarded = 0.0;
-    for gateway in &gateways[..2] {
-        forwarded += gateway
-            .metric(
-                &http,
-                "gateway_forwarded_signals_total",
-                &[("outcome", "ok")],
-            )
-            .await;
-    }
+    let forwarded = forwarded_ok(&gateways[..2], &http).await;
     assert!(forwarded > 0.0);
     eprintln!("{} answers, {forwarded} forwarded", answers.len());
     assert_counts(&client, &ns, &answers, true).await;

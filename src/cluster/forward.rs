@@ -223,9 +223,14 @@ impl Forwarder {
                 let max = self.limits.max_in_flight_per_peer;
                 map.retain(|_, s| s.available_permits() < max);
             }
-            map.entry(peer.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_in_flight_per_peer)))
-                .clone()
+            match map.get(peer) {
+                Some(semaphore) => semaphore.clone(),
+                None => {
+                    let semaphore = Arc::new(Semaphore::new(self.limits.max_in_flight_per_peer));
+                    map.insert(peer.to_owned(), semaphore.clone());
+                    semaphore
+                }
+            }
         };
         semaphore.try_acquire_owned().ok()
     }

@@ -310,7 +310,7 @@ fn publish(known: &BTreeMap<String, Seen>, me: &str, view: &View, telemetry: &Te
     let ring = Ring::new(members);
     if **view.load() != ring {
         tracing::info!(
-            members = ?ring.members().iter().map(|m| m.addr.as_str()).collect::<Vec<_>>(),
+            members = ?ring.members().iter().map(|m| &*m.addr).collect::<Vec<_>>(),
             "cluster membership changed"
         );
         telemetry.members.set(ring.len() as f64);
@@ -367,7 +367,7 @@ mod tests {
             .load()
             .members()
             .iter()
-            .map(|m| m.addr.clone())
+            .map(|m| m.addr.to_string())
             .collect();
         assert_eq!(addrs, ["10.0.0.2:8082", "10.0.0.9:8082"]);
 

@@ -97,10 +97,10 @@ impl Cluster {
     }
 
     /// The peer address of `fingerprint`'s owner, `None` when it is this replica.
-    pub fn owner(&self, fingerprint: &Fingerprint) -> Option<String> {
+    pub fn owner(&self, fingerprint: &Fingerprint) -> Option<Arc<str>> {
         let ring = self.view.load();
         match ring.owner(fingerprint) {
-            Some(member) if member.addr != self.me => Some(member.addr.clone()),
+            Some(member) if *member.addr != *self.me => Some(member.addr.clone()),
             _ => None,
         }
     }
@@ -121,7 +121,7 @@ impl Cluster {
             .load()
             .members()
             .iter()
-            .map(|m| m.addr.clone())
+            .map(|m| m.addr.to_string())
             .collect()
     }
 }

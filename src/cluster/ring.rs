@@ -6,20 +6,23 @@
 //! over that and the fingerprint) rather than taken from `std`, whose hasher may change between
 //! Rust releases: two builds of the gateway during a rolling upgrade still agree.
 
+use std::sync::Arc;
+
 use crate::fingerprint::Fingerprint;
 
 /// One member of the ring: the address its peer listener is reached at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
-    /// `host:port` of the member's peer listener, as its Lease holds it.
-    pub addr: String,
+    /// `host:port` of the member's peer listener, as its Lease holds it; shared, so handing
+    /// out the owner of a signal costs no allocation.
+    pub addr: Arc<str>,
     /// FNV-1a of `addr`, computed once.
     key: u64,
 }
 
 impl Member {
     /// The member reached at `addr`.
-    pub fn new(addr: impl Into<String>) -> Self {
+    pub fn new(addr: impl Into<Arc<str>>) -> Self {
         let addr = addr.into();
         let key = fnv1a(addr.as_bytes());
         Member { addr, key }
@@ -123,11 +126,11 @@ mod tests {
         let fps = fingerprints(3000);
         let mut per_member = std::collections::BTreeMap::<&str, usize>::new();
         for fp in &fps {
-            let owner = three.owner(fp).map(|m| m.addr.as_str()).unwrap_or_default();
+            let owner = three.owner(fp).map(|m| &*m.addr).unwrap_or_default();
             *per_member.entry(owner).or_default() += 1;
             if owner != "10.0.0.3:8082" {
                 assert_eq!(
-                    two.owner(fp).map(|m| m.addr.as_str()),
+                    two.owner(fp).map(|m| &*m.addr),
                     Some(owner),
                     "a fingerprint of a member that stayed must not move"
                 );

@@ -1212,6 +1212,47 @@ mod tests {
         "[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?"
     }
 
+    /// `extra` labels (those that identify a resource left out) with `alertname`, `pod` and
+    /// `namespace`: labels of an alert about pod `ns/pod`.
+    fn pod_labels(extra: BTreeMap<String, String>, ns: &str, pod: &str) -> Vec<(String, String)> {
+        let identifying = [
+            "alertname",
+            "pod",
+            "deployment",
+            "statefulset",
+            "daemonset",
+            "node",
+            "service",
+            "namespace",
+            "exported_namespace",
+            "cluster",
+            "target_kind",
+            "target_name",
+            "target_namespace",
+        ];
+        let mut pairs: Vec<(String, String)> = extra
+            .into_iter()
+            .filter(|(k, _)| !identifying.contains(&k.as_str()))
+            .collect();
+        pairs.push(("alertname".into(), "A".into()));
+        pairs.push(("pod".into(), pod.to_owned()));
+        pairs.push(("namespace".into(), ns.to_owned()));
+        pairs
+    }
+
+    /// `pairs` in an order drawn from `seed` (a deterministic xorshift shuffle).
+    fn shuffled(pairs: &[(String, String)], seed: u64) -> Vec<(String, String)> {
+        let mut shuffled = pairs.to_vec();
+        let mut state = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        shuffled
+    }
+
     proptest! {
         /// Label order and labels that do not identify the resource never change the
         /// fingerprint.
@@ -1222,23 +1263,8 @@ mod tests {
             extra in proptest::collection::btree_map("[a-z_]{1,12}", label_value(), 0..8),
             seed in any::<u64>(),
         ) {
-            let identifying = ["alertname", "pod", "deployment", "statefulset", "daemonset",
-                               "node", "service", "namespace", "exported_namespace", "cluster",
-                               "target_kind", "target_name", "target_namespace"];
-            let mut pairs: Vec<(String, String)> = extra
-                .into_iter()
-                .filter(|(k, _)| !identifying.contains(&k.as_str()))
-                .collect();
-            pairs.push(("alertname".into(), "A".into()));
-            pairs.push(("pod".into(), pod.clone()));
-            pairs.push(("namespace".into(), ns.clone()));
-            // A deterministic shuffle driven by the seed.
-            let mut shuffled = pairs.clone();
-            let mut state = seed | 1;
-            for i in (1..shuffled.len()).rev() {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
-            }
+            let pairs = pod_labels(extra, &ns, &pod);
+            let shuffled = shuffled(&pairs, seed);
             let body_of = |pairs: &[(String, String)]| {
                 let labels: String = pairs
                     .iter()
@@ -1274,22 +1300,8 @@ mod tests {
             starts in 0u32..3600,
             ends in 0u32..3600,
         ) {
-            let identifying = ["alertname", "pod", "deployment", "statefulset", "daemonset",
-                               "node", "service", "namespace", "exported_namespace", "cluster",
-                               "target_kind", "target_name", "target_namespace"];
-            let mut pairs: Vec<(String, String)> = extra
-                .into_iter()
-                .filter(|(k, _)| !identifying.contains(&k.as_str()))
-                .collect();
-            pairs.push(("alertname".into(), "A".into()));
-            pairs.push(("pod".into(), pod.clone()));
-            pairs.push(("namespace".into(), ns.clone()));
-            let mut shuffled = pairs.clone();
-            let mut state = seed | 1;
-            for i in (1..shuffled.len()).rev() {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
-            }
+            let pairs = pod_labels(extra, &ns, &pod);
+            let shuffled = shuffled(&pairs, seed);
             let object = |pairs: &[(String, String)]| {
                 let fields: Vec<String> = pairs.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
                 format!("{{{}}}", fields.join(","))
