@@ -24,6 +24,9 @@ gw=$!
 until curl -sf http://127.0.0.1:18081/readyz >/dev/null; do sleep 0.2; done
 server="$(sed -n 's/^ *server: *//p' "$kubeconfig" | head -1)"
 token="$(sed -n 's/^ *token: *//p' "$kubeconfig" | head -1)"
+# Senders authenticate (auth.mode: kubernetes, the default): the admin token stands in for a
+# sender's, reviewed once and then decided from the gateway's cache.
+printf '%s' "$token" > "$out/sender-token"
 cpu() { # utime+stime ticks of the processes whose command line matches $1
   local total=0
   for pid in $(pgrep -f "$1"); do
@@ -32,6 +35,7 @@ cpu() { # utime+stime ticks of the processes whose command line matches $1
   echo "$total"
 }
 target/release/gateway-loadtest --targets http://127.0.0.1:18080 --metrics-targets http://127.0.0.1:19090 \
+  --token-file "$out/sender-token" \
   --kubeconfig "$kubeconfig" --namespace loadtest --rate "$rate" --duration 30s --warmup 5s \
   > "$out/load.txt" 2>&1 &
 load=$!

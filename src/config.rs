@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dedup::rr::Payload;
+pub use crate::k8s::store::ManagedFields;
 use crate::storm::Mode;
 use crate::telemetry::LogFormat;
 
@@ -237,6 +238,10 @@ pub struct KubernetesConfig {
     /// `compact` (an alert without the labels and annotations that `signalLabels` and
     /// `signalAnnotations` already hold unabridged; see PERF.md for what it saves).
     pub original_payload: Payload,
+    /// `metadata.managedFields` of the RRs the gateway counts: `strip` (clear them once an RR
+    /// repeats, so every later write of it is cheaper for kube-apiserver; see PERF.md) or
+    /// `keep` (leave Kubernetes' field tracking alone).
+    pub managed_fields: ManagedFields,
     /// Consecutive failed Kubernetes calls that open the circuit breaker.
     pub breaker_failures: u32,
     /// How long the open breaker answers 503 without calling Kubernetes.
@@ -253,6 +258,7 @@ impl Default for KubernetesConfig {
             max_attempts: 16,
             status_init_delay: Duration::from_secs(1),
             original_payload: Payload::Full,
+            managed_fields: ManagedFields::Strip,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(2),
         }

@@ -59,6 +59,9 @@ struct Args {
     /// spec.originalPayload: full (as received) or compact (an alert without the labels and annotations the RR holds anyway) [kubernetes.original_payload; default full].
     #[arg(long, env = "GATEWAY_ORIGINAL_PAYLOAD")]
     original_payload: Option<gateway::dedup::rr::Payload>,
+    /// metadata.managedFields of RRs: strip (cleared once an RR repeats: cheaper writes) or keep [kubernetes.managed_fields; default strip].
+    #[arg(long, env = "GATEWAY_MANAGED_FIELDS")]
+    managed_fields: Option<gateway::config::ManagedFields>,
     /// Arrival times kept per RR, >= threshold [storm.history_size; default: the threshold].
     #[arg(long, env = "GATEWAY_STORM_HISTORY_SIZE")]
     storm_history_size: Option<usize>,
@@ -136,6 +139,7 @@ impl Args {
             storm_window => storm.window,
             storm_flush_interval => storm.flush_interval,
             original_payload => kubernetes.original_payload,
+            managed_fields => kubernetes.managed_fields,
             storm_history_size => storm.history_size,
             storm_updates => storm.updates,
             redelivery_window => redelivery.window,

@@ -212,6 +212,7 @@ impl<S: RrStore> Parts<Engine<S>> {
             max_attempts: config.kubernetes.max_attempts,
             status_init_delay: config.kubernetes.status_init_delay,
             payload: config.kubernetes.original_payload,
+            managed_fields: config.kubernetes.managed_fields,
             request_timeout: config.api.request_timeout,
             call_timeout: config.kubernetes.call_timeout,
         };

@@ -68,6 +68,7 @@ fn engine_with_deadline(
         max_attempts: 64,
         status_init_delay,
         payload: Default::default(),
+        managed_fields: Default::default(),
         request_timeout,
         call_timeout: Duration::from_secs(2),
     };

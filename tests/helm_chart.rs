@@ -690,6 +690,14 @@ fn the_full_rendering_wires_every_optional_feature() {
     // RBAC: the base's rules, in the controller namespace, bound to the pods' identity.
     let role = named(&objects, "Role", "edge-gateway");
     assert_eq!(role["metadata"]["namespace"], "helm-full-rrs");
+    // With kubernetes.managed_fields: keep, the gateway never patches an RR itself.
+    let rr_verbs: Vec<&str> = role["rules"][0]["verbs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(rr_verbs, ["get", "list", "watch", "create"]);
     let binding = named(&objects, "RoleBinding", "edge-gateway");
     assert_eq!(binding["metadata"]["namespace"], "helm-full-rrs");
     assert_eq!(binding["subjects"][0]["name"], pod["serviceAccountName"]);

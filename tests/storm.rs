@@ -58,6 +58,7 @@ fn engine_in(
         max_attempts: 16,
         status_init_delay: Duration::from_millis(20),
         payload: Default::default(),
+        managed_fields: Default::default(),
         request_timeout: Duration::from_secs(60),
         call_timeout: Duration::from_secs(2),
     };

@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -33,7 +33,7 @@ use crate::clock::Clock;
 use crate::fingerprint::Fingerprint;
 use crate::index::{self, Index, RrState};
 use crate::ingest::Signal;
-use crate::k8s::store::{RrStore, StatusPatch, StoreError};
+use crate::k8s::store::{ManagedFields, RrStore, StatusPatch, StoreError};
 use crate::k8s::types::RemediationRequest;
 use crate::k8s::types::SignalSource;
 use crate::storm;
@@ -51,6 +51,8 @@ pub struct Settings {
     pub status_init_delay: Duration,
     /// What `spec.originalPayload` carries (`kubernetes.original_payload`).
     pub payload: rr::Payload,
+    /// Whether RRs that repeat get their managed fields cleared (`kubernetes.managed_fields`).
+    pub managed_fields: ManagedFields,
     /// End-to-end deadline of a signal (`api.request_timeout`): a signal whose remaining time
     /// cannot cover one more Kubernetes call is answered 503 before it is written.
     pub request_timeout: Duration,
@@ -81,6 +83,9 @@ struct Inner<S> {
     max_attempts: u32,
     status_init_delay: Duration,
     payload: rr::Payload,
+    managed_fields: ManagedFields,
+    /// Cleared for good once the apiserver refuses a clearing of managed fields.
+    clearing: AtomicBool,
     request_timeout: Duration,
     call_timeout: Duration,
     slots: DashMap<Fingerprint, Slot, ahash::RandomState>,
@@ -130,6 +135,8 @@ impl<S: RrStore> Engine<S> {
                 max_attempts: settings.max_attempts,
                 status_init_delay: settings.status_init_delay,
                 payload: settings.payload,
+                managed_fields: settings.managed_fields,
+                clearing: AtomicBool::new(settings.managed_fields == ManagedFields::Strip),
                 request_timeout: settings.request_timeout,
                 call_timeout: settings.call_timeout,
                 slots: DashMap::default(),
@@ -411,6 +418,11 @@ impl<S: RrStore> Engine<S> {
                         last_seen: waiter.received.max(active.first_seen),
                     }));
                 }
+                if inner.clearing.load(Ordering::Relaxed)
+                    && inner.managed_fields.clears(&stored, history.count)
+                {
+                    self.clear_managed_fields(&active.name).await;
+                }
                 Ok(Step::Done)
             }
             Err(StoreError::Conflict) => {
@@ -432,6 +444,32 @@ impl<S: RrStore> Engine<S> {
                 Ok(Step::Again)
             }
             Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Clears the managed fields of an RR that repeats, after its signals were answered and
+    /// before the next commit of its fingerprint, so that no write of this replica races it
+    /// (a racing one elsewhere does not conflict: the clearing carries no `resourceVersion`).
+    /// A refusal turns clearing off for the process, with a warning; any other failure is
+    /// tried again at the RR's next count.
+    async fn clear_managed_fields(&self, name: &str) {
+        let inner = &self.inner;
+        match inner.store.clear_managed_fields(name).await {
+            Ok(cleared) => inner.index.apply(&cleared),
+            Err(StoreError::Invalid(reason)) => {
+                if inner.clearing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        rr = name,
+                        %reason,
+                        "the apiserver refused to clear an RR's managedFields; RRs keep them \
+                         from now on (grant patch on remediationrequests, or set \
+                         kubernetes.managed_fields: keep)"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::debug!(rr = name, %error, "clearing managedFields failed; tried again at the next count");
+            }
         }
     }
 

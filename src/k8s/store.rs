@@ -85,6 +85,43 @@ impl StatusPatch {
     }
 }
 
+/// What the gateway does with `metadata.managedFields` (`kubernetes.managed_fields`).
+///
+/// Kubernetes records, on every write, which client owns which field. For an RR that bookkeeping
+/// is a third of the object, and kube-apiserver decodes, recomputes and re-encodes it on every
+/// status patch. Clearing it once (a write of `managedFields: [{}]` to the RR itself) stops the
+/// tracking for good: kube-apiserver does not track `Update` writes of an object that has no
+/// managed fields, only a later server-side apply starts it again.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedFields {
+    /// Clear them once an RR reaches [`ManagedFields::STRIP_AT`] occurrences, unless someone
+    /// server-side applies to it.
+    #[default]
+    Strip,
+    /// Leave them as Kubernetes keeps them.
+    Keep,
+}
+
+impl ManagedFields {
+    /// The occurrence count from which an RR is worth the clearing write: it repeats, so
+    /// every later count of it is a cheaper write.
+    pub const STRIP_AT: i64 = 3;
+
+    /// Whether `rr`, just written with `count`, should have its managed fields cleared: it
+    /// has some, none of them from a server-side apply (clearing those would change what a
+    /// later apply of that manager removes), and the count has reached [`Self::STRIP_AT`].
+    pub fn clears(self, rr: &RemediationRequest, count: i64) -> bool {
+        let entries = rr.metadata.managed_fields.as_deref().unwrap_or_default();
+        self == ManagedFields::Strip
+            && count >= Self::STRIP_AT
+            && !entries.is_empty()
+            && entries
+                .iter()
+                .all(|entry| entry.operation.as_deref() != Some("Apply"))
+    }
+}
+
 /// Why a call failed, sorted by what the caller does about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -165,6 +202,15 @@ pub trait RrStore: Send + Sync + 'static {
 
     /// GET one RR (only after a lost race, never on the uncontended path).
     fn get(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send;
+
+    /// Clears `metadata.managedFields` of one RR (a merge-patch of the RR itself, no
+    /// `resourceVersion`: it changes nothing a racing write could have changed). A refusal
+    /// (RBAC without `patch` on `remediationrequests`, an admission webhook) is
+    /// [`StoreError::Invalid`].
+    fn clear_managed_fields(
         &self,
         name: &str,
     ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send;
@@ -286,6 +332,17 @@ impl RrStore for KubeStore {
         self.call(Verb::Get, self.api.get(name)).await
     }
 
+    async fn clear_managed_fields(&self, name: &str) -> Result<RemediationRequest, StoreError> {
+        // One empty entry is Kubernetes' way to say "reset"; an empty list means "unchanged".
+        let patch = serde_json::json!({ "metadata": { "managedFields": [{}] } });
+        let params = PatchParams::default();
+        self.call(
+            Verb::PatchMetadata,
+            refusal_is_invalid(self.api.patch(name, &params, &Patch::Merge(&patch))),
+        )
+        .await
+    }
+
     async fn list_fingerprint(
         &self,
         fingerprint: &Fingerprint,
@@ -294,6 +351,20 @@ impl RrStore for KubeStore {
         let list = self.call(Verb::List, self.api.list(&params)).await?;
         Ok(list.items)
     }
+}
+
+/// Makes a 403 a 422 for [`classify`]: for a call the gateway can do without, a refusal is a
+/// standing answer to stop asking, not an outage to wait out.
+async fn refusal_is_invalid<T>(
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    call.await.map_err(|error| match error {
+        kube::Error::Api(mut status) if status.code == 403 => {
+            status.code = 422;
+            kube::Error::Api(status)
+        }
+        other => other,
+    })
 }
 
 fn classify(error: kube::Error) -> StoreError {
@@ -342,6 +413,13 @@ impl<T: RrStore> RrStore for Arc<T> {
         name: &str,
     ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send {
         (**self).get(name)
+    }
+
+    fn clear_managed_fields(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<RemediationRequest, StoreError>> + Send {
+        (**self).clear_managed_fields(name)
     }
 
     fn list_fingerprint(

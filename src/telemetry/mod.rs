@@ -472,11 +472,16 @@ pub enum Verb {
     TokenReview = 5,
     /// SubjectAccessReview of a sender's identity (a decision-cache miss).
     AccessReview = 6,
+    /// Merge-patch of an RR's own `metadata` (clearing its managed fields, once per RR).
+    PatchMetadata = 7,
 }
 
 impl Verb {
+    /// How many verbs there are (the labelled series' table size).
+    const COUNT: usize = Verb::PatchMetadata as usize + 1;
+
     fn label(self) -> &'static str {
-        [
+        const LABELS: [&str; Verb::COUNT] = [
             "create",
             "patch",
             "get",
@@ -484,7 +489,9 @@ impl Verb {
             "list",
             "token_review",
             "access_review",
-        ][self as usize]
+            "patch_metadata",
+        ];
+        LABELS[self as usize]
     }
 }
 
@@ -573,8 +580,8 @@ struct Labelled {
     received: [OnceLock<Counter>; 2 * 10],
     created: [OnceLock<Counter>; 2],
     redeliveries: [OnceLock<Counter>; 2],
-    k8s_calls: [OnceLock<Counter>; 7 * 9],
-    k8s_durations: [OnceLock<Histogram>; 7],
+    k8s_calls: [OnceLock<Counter>; Verb::COUNT * OUTCOMES.len()],
+    k8s_durations: [OnceLock<Histogram>; Verb::COUNT],
     auth: [OnceLock<Counter>; 5 * 2],
     creation_errors: [OnceLock<Counter>; 9],
     ambiguous: [OnceLock<Counter>; 7 * 4],

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use gateway::fingerprint::Fingerprint;
 use gateway::k8s::store::{RrStore, StatusPatch, StoreError};
 use gateway::k8s::types::{RemediationRequest, RemediationRequestStatus, StormAggregationStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
 /// RRs with apiserver-like optimistic concurrency, plus fault injection.
 #[derive(Default)]
@@ -33,6 +34,8 @@ pub struct FakeStore {
     pub write_on_top_of_lost: AtomicBool,
     /// Field-selector lists taken.
     pub lists: AtomicU64,
+    /// Clearings of managed fields taken.
+    pub clearings: AtomicU64,
     /// Creates of an RR with this fingerprint are refused (Unavailable, as a quota or an
     /// overloaded apiserver would refuse them) while set.
     pub refuse_creates_of: Mutex<Option<String>>,
@@ -119,6 +122,12 @@ impl RrStore for FakeStore {
         let mut stored = rr.clone();
         stored.status = None;
         stored.metadata.resource_version = Some(self.bump());
+        // As the apiserver tracks a create, so that the engine's clearing of them is exercised.
+        stored.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("gateway".into()),
+            operation: Some("Update".into()),
+            ..ManagedFieldsEntry::default()
+        }]);
         rrs.insert(name, stored.clone());
         if self.answer_lost() {
             return Err(self.lost());
@@ -193,6 +202,16 @@ impl RrStore for FakeStore {
             .get(name)
             .cloned()
             .ok_or(StoreError::NotFound)
+    }
+
+    async fn clear_managed_fields(&self, name: &str) -> Result<RemediationRequest, StoreError> {
+        self.maybe_fail().await?;
+        let mut rrs = self.rrs.lock().unwrap();
+        let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
+        rr.metadata.managed_fields = None;
+        rr.metadata.resource_version = Some(self.bump());
+        self.clearings.fetch_add(1, Ordering::SeqCst);
+        Ok(rr.clone())
     }
 
     async fn list_fingerprint(
