@@ -303,7 +303,8 @@ async fn pods_resolve_to_their_top_controller_and_siblings_share_one_rr() {
     );
 
     // Resolution adds no Kubernetes call: the gateway's calls are the RR writes alone (one
-    // create per new RR, one status patch per duplicate, plus the count-1 initialisations).
+    // create per new RR, one status patch per duplicate, plus the count-1 initialisations and
+    // the managed-fields clearings).
     let (_, text) = http
         .get(&format!("{}/metrics", gateway.metrics))
         .await
@@ -312,6 +313,8 @@ async fn pods_resolve_to_their_top_controller_and_siblings_share_one_rr() {
         support::metric_value(&text, "gateway_k8s_requests_total", labels)
     };
     let (creates, patches) = (calls(&[("verb", "create")]), calls(&[("verb", "patch")]));
+    // An RR that reached count 3 had its managed fields cleared: an RR write too.
+    let clearings = calls(&[("verb", "patch_metadata")]);
     // Sender authentication reviewed the one token once.
     let reviews = calls(&[("verb", "token_review")]) + calls(&[("verb", "access_review")]);
     assert_eq!(reviews, 2.0);
@@ -319,8 +322,8 @@ async fn pods_resolve_to_their_top_controller_and_siblings_share_one_rr() {
     assert_eq!(creates, 5.0);
     assert_eq!(
         calls,
-        creates + patches + reviews,
-        "only creates, status patches and the reviews of the sender"
+        creates + patches + clearings + reviews,
+        "only RR writes (creates, status patches, clearings) and the reviews of the sender"
     );
 
     // Switched off, the same pod is its own target.
