@@ -14,6 +14,10 @@
 //! own count, and the initialisation is not paid for twice (Alertmanager HA sends the same
 //! alert from every replica at once). The wait never delays a signal: a new waiter wakes it.
 //!
+//! **Managed fields.** Once an RR's count reaches [`ManagedFields::STRIP_AT`], the drain task
+//! clears its `metadata.managedFields` (`kubernetes.managed_fields: strip`) after answering,
+//! so each later write of it is cheaper for kube-apiserver (README "Cheaper writes").
+//!
 //! **Exactness.** Every status patch carries the `resourceVersion` its count was read at, so a
 //! racing write (another replica, the orchestrator) turns into 409 Conflict, never a lost
 //! increment; the loser refreshes that one RR and tries again, a bounded number of times.
@@ -449,7 +453,7 @@ impl<S: RrStore> Engine<S> {
 
     /// Clears the managed fields of an RR that repeats, after its signals were answered and
     /// before the next commit of its fingerprint, so that no write of this replica races it
-    /// (a racing one elsewhere does not conflict: the clearing carries no `resourceVersion`).
+    /// (the clearing itself cannot lose a race: it carries no `resourceVersion`).
     /// A refusal turns clearing off for the process, with a warning; any other failure is
     /// tried again at the RR's next count.
     async fn clear_managed_fields(&self, name: &str) {
