@@ -160,6 +160,46 @@ async fn a_lone_create_gets_its_count_one_status_after_the_delay() {
     assert_eq!(writes(&store), 2);
 }
 
+/// The clearing of managed fields waits for a quiet moment: a signal that queued while the
+/// RR's third count was being written is counted before it, not after a slow clearing.
+#[tokio::test(start_paused = true)]
+async fn clearing_managed_fields_never_delays_a_queued_signal() {
+    let store = Arc::new(FakeStore::default());
+    store.latency_ms.store(10, Ordering::SeqCst);
+    store.clearing_latency_ms.store(30_000, Ordering::SeqCst);
+    let engine = engine(&store, Duration::from_millis(20));
+    for _ in 0..2 {
+        assert!(engine.process(signal(0)).await.is_ok());
+    }
+    // The third signal makes the clearing due; the fourth queues while its patch is in flight.
+    let third = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.process(signal(0)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let started = tokio::time::Instant::now();
+    let Ok(Outcome::Duplicate { count, .. }) = engine.process(signal(0)).await else {
+        panic!("a duplicate");
+    };
+    let waited = started.elapsed();
+    assert_eq!(count, 4);
+    assert!(
+        waited < Duration::from_secs(1),
+        "the fourth signal waited {waited:?}, behind the clearing"
+    );
+    assert!(matches!(
+        third.await.unwrap(),
+        Ok(Outcome::Duplicate { count: 3, .. })
+    ));
+    assert_eq!(store.clearings.load(Ordering::SeqCst), 0, "not cleared yet");
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(
+        store.clearings.load(Ordering::SeqCst),
+        1,
+        "cleared once the queue was quiet"
+    );
+}
+
 /// Under a writer that wins every race and a slow API, a duplicate is answered 503 within its
 /// deadline instead of after every attempt (16 attempts of patch + GET here would take 48 s).
 #[tokio::test(start_paused = true)]

@@ -15,8 +15,10 @@
 //! alert from every replica at once). The wait never delays a signal: a new waiter wakes it.
 //!
 //! **Managed fields.** Once an RR's count reaches [`ManagedFields::STRIP_AT`], the drain task
-//! clears its `metadata.managedFields` (`kubernetes.managed_fields: strip`) after answering,
-//! so each later write of it is cheaper for kube-apiserver (README "Cheaper writes").
+//! clears its `metadata.managedFields` (`kubernetes.managed_fields: strip`), so each later
+//! write of it is cheaper for kube-apiserver (README "Cheaper writes"). Like the status
+//! initialisation it waits until the fingerprint's queue is empty: signals that arrive are
+//! counted first, and the clearing rides on the next quiet moment.
 //!
 //! **Exactness.** Every status patch carries the `resourceVersion` its count was read at, so a
 //! racing write (another replica, the orchestrator) turns into 409 Conflict, never a lost
@@ -110,6 +112,17 @@ struct Waiter {
     reply: oneshot::Sender<Result<Outcome, ProcessError>>,
 }
 
+/// The writes a commit leaves for when its fingerprint's queue is empty, so that they never
+/// delay a waiting signal.
+#[derive(Default)]
+struct Deferred {
+    /// An RR this drain created whose status is still uninitialised (no duplicate followed
+    /// in the same batch).
+    uninitialised: Option<RrState>,
+    /// An RR whose managed fields are due for clearing.
+    clear: Option<Arc<str>>,
+}
+
 /// What one attempt of a commit left to do.
 enum Step {
     /// Signals remain (a lost race, a fresh create): decide again.
@@ -194,26 +207,32 @@ impl<S: RrStore> Engine<S> {
         })
     }
 
-    /// Serves one fingerprint's queue until it is empty, then initialises the status of an
-    /// RR it created if no duplicate did within `status_init_delay`.
+    /// Serves one fingerprint's queue until it is empty, then does what its commits deferred:
+    /// initialises the status of an RR it created if no duplicate did within
+    /// `status_init_delay`, and clears the managed fields of an RR that repeats. Signals that
+    /// queue meanwhile are served first; a deferred write only waits for a quiet moment.
     async fn drain(self, fingerprint: Fingerprint) {
         let inner = &self.inner;
-        let mut uninitialised: Option<RrState> = None;
+        let mut deferred = Deferred::default();
         loop {
             let (batch, wake) = match inner.slots.get_mut(&fingerprint) {
                 Some(mut slot) => (std::mem::take(&mut slot.waiters), slot.wake.clone()),
                 None => return,
             };
             if !batch.is_empty() {
-                uninitialised = self.commit(fingerprint, batch.into()).await;
+                self.commit(fingerprint, batch.into(), &mut deferred).await;
                 continue;
             }
-            if let Some(state) = uninitialised.take() {
+            if let Some(state) = deferred.uninitialised.take() {
                 tokio::select! {
                     // A duplicate came: its patch writes the whole block.
-                    _ = wake.notified() => uninitialised = Some(state),
+                    _ = wake.notified() => deferred.uninitialised = Some(state),
                     _ = tokio::time::sleep(inner.status_init_delay) => self.initialise(&state).await,
                 }
+                continue;
+            }
+            if let Some(name) = deferred.clear.take() {
+                self.clear_managed_fields(&name).await;
                 continue;
             }
             // Leave only if nobody queued since the take; otherwise serve them.
@@ -227,13 +246,15 @@ impl<S: RrStore> Engine<S> {
         }
     }
 
-    /// Records `pending` (all of one fingerprint), replying to each. Returns the RR it
-    /// created if its status is still uninitialised (no duplicate in the same batch).
+    /// Records `pending` (all of one fingerprint), replying to each; leaves in `deferred`
+    /// the RR it created if its status is still uninitialised (no duplicate in the same
+    /// batch), and the RR whose managed fields are due for clearing.
     async fn commit(
         &self,
         fingerprint: Fingerprint,
         mut pending: VecDeque<Waiter>,
-    ) -> Option<RrState> {
+        deferred: &mut Deferred,
+    ) {
         let inner = &self.inner;
         let mut created: Option<RrState> = None;
         for _ in 0..inner.max_attempts {
@@ -245,7 +266,8 @@ impl<S: RrStore> Engine<S> {
                 None => self.create(&fingerprint, &mut pending, &mut created).await,
                 Some(active) => {
                     created = None;
-                    self.count(&fingerprint, &active, &mut pending).await
+                    self.count(&fingerprint, &active, &mut pending, &mut deferred.clear)
+                        .await
                 }
             };
             match step {
@@ -254,7 +276,8 @@ impl<S: RrStore> Engine<S> {
                 Ok(Step::Again) => {}
                 Err(error) => {
                     fail(pending, error);
-                    return created.filter(|s| !s.initialised);
+                    deferred.uninitialised = created.filter(|s| !s.initialised);
+                    return;
                 }
             }
         }
@@ -267,7 +290,7 @@ impl<S: RrStore> Engine<S> {
                 )),
             );
         }
-        created.filter(|s| !s.initialised)
+        deferred.uninitialised = created.filter(|s| !s.initialised);
     }
 
     /// Answers 503 to the signals that could not be answered in time if one more call went
@@ -364,12 +387,14 @@ impl<S: RrStore> Engine<S> {
         }
     }
 
-    /// Counts everything pending onto `active` in one conditional patch.
+    /// Counts everything pending onto `active` in one conditional patch; names the RR in
+    /// `clear` when its managed fields are due for clearing.
     async fn count(
         &self,
         fingerprint: &Fingerprint,
         active: &RrState,
         pending: &mut VecDeque<Waiter>,
+        clear: &mut Option<Arc<str>>,
     ) -> Result<Step, ProcessError> {
         let inner = &self.inner;
         let base = active.history.count;
@@ -425,7 +450,7 @@ impl<S: RrStore> Engine<S> {
                 if inner.clearing.load(Ordering::Relaxed)
                     && inner.managed_fields.clears(&stored, history.count)
                 {
-                    self.clear_managed_fields(&active.name).await;
+                    *clear = Some(active.name.clone());
                 }
                 Ok(Step::Done)
             }
@@ -451,9 +476,9 @@ impl<S: RrStore> Engine<S> {
         }
     }
 
-    /// Clears the managed fields of an RR that repeats, after its signals were answered and
-    /// before the next commit of its fingerprint, so that no write of this replica races it
-    /// (the clearing itself cannot lose a race: it carries no `resourceVersion`).
+    /// Clears the managed fields of an RR that repeats, once its fingerprint's queue is empty,
+    /// so that it neither delays a signal nor races a write of this replica (the clearing
+    /// itself cannot lose a race: it carries no `resourceVersion`).
     /// A refusal turns clearing off for the process, with a warning; any other failure is
     /// tried again at the RR's next count.
     async fn clear_managed_fields(&self, name: &str) {

@@ -36,6 +36,8 @@ pub struct FakeStore {
     pub lists: AtomicU64,
     /// Clearings of managed fields taken.
     pub clearings: AtomicU64,
+    /// A clearing of managed fields takes this much longer (ms of tokio time).
+    pub clearing_latency_ms: AtomicU64,
     /// Creates of an RR with this fingerprint are refused (Unavailable, as a quota or an
     /// overloaded apiserver would refuse them) while set.
     pub refuse_creates_of: Mutex<Option<String>>,
@@ -206,6 +208,10 @@ impl RrStore for FakeStore {
 
     async fn clear_managed_fields(&self, name: &str) -> Result<RemediationRequest, StoreError> {
         self.maybe_fail().await?;
+        let latency = self.clearing_latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+        }
         let mut rrs = self.rrs.lock().unwrap();
         let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
         rr.metadata.managed_fields = None;
