@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, PostParams};
-use support::{Gateway, Http, Stack, alert, count_of, eventually, pod_fingerprint, rrs_of};
+use kube::api::ListParams;
+use support::{
+    Gateway, Http, Stack, alert, count_of, eventually, pod_fingerprint, restricted_identity,
+    rrs_of, rule,
+};
 
 /// This binary's control plane: like `gateway_envtest::shared`, with RR writes in the audit log.
 async fn plane() -> &'static gateway_envtest::ControlPlane {
@@ -388,58 +390,30 @@ async fn a_replica_blind_to_the_members_costs_writes_never_counts() {
     // A third replica whose identity may keep its own Lease but not list or watch Leases: it
     // never learns of the others (its view lags for good), while they forward to it.
     drop(kubeconfig);
-    let account = "blind-gateway";
-    let role = Role {
-        metadata: ObjectMeta {
-            name: Some(account.into()),
-            ..ObjectMeta::default()
-        },
-        rules: Some(vec![
-            rule(
-                "kubernaut.ai",
-                "remediationrequests",
-                &["get", "list", "watch", "create"],
-            ),
-            rule("kubernaut.ai", "remediationrequests/status", &["patch"]),
-            rule(
-                "coordination.k8s.io",
-                "leases",
-                &["create", "update", "delete"],
-            ),
-        ]),
-    };
-    Api::<Role>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some(account.into()),
-            ..ObjectMeta::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: account.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: account.into(),
-            namespace: Some(ns.clone()),
-            ..Subject::default()
-        }]),
-    };
-    Api::<RoleBinding>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    let token = plane
-        .service_account_token(&ns, account, Duration::from_secs(3600))
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let blind_kubeconfig = dir.path().join("kubeconfig");
-    support::kubeconfig_for_token(plane, &token, &ns, &blind_kubeconfig);
+    let rules = vec![
+        rule(
+            "kubernaut.ai",
+            "remediationrequests",
+            &["get", "list", "watch", "create"],
+        ),
+        rule("kubernaut.ai", "remediationrequests/status", &["patch"]),
+        rule(
+            "coordination.k8s.io",
+            "leases",
+            &["create", "update", "delete"],
+        ),
+    ];
+    restricted_identity(
+        plane,
+        &client,
+        &ns,
+        "blind-gateway",
+        rules,
+        &blind_kubeconfig,
+    )
+    .await;
     // Its identity cannot review tokens either, so it runs without sender authentication
     // (what this test is about is membership, not who may send).
     let blind = Gateway::start(
@@ -476,15 +450,6 @@ async fn a_replica_blind_to_the_members_costs_writes_never_counts() {
     assert!(forwarded > 0.0);
     eprintln!("{} answers, {forwarded} forwarded", answers.len());
     assert_counts(&client, &ns, &answers, true).await;
-}
-
-fn rule(group: &str, resource: &str, verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(vec![group.into()]),
-        resources: Some(vec![resource.into()]),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        ..PolicyRule::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,10 +11,11 @@ mod support;
 use std::time::Duration;
 
 use gateway::k8s::RemediationRequest;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::Api;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use support::{Gateway, Stack, alert, count_of, eventually, pod_fingerprint, rrs_of};
+use kube::api::{Patch, PatchParams};
+use support::{
+    Gateway, Stack, alert, count_of, eventually, pod_fingerprint, restricted_identity, rrs_of, rule,
+};
 
 /// `(manager, operation, subresource)` of each managed-fields entry.
 fn managed(rr: &RemediationRequest) -> Vec<(String, String, String)> {
@@ -148,62 +149,32 @@ async fn an_rr_someone_applies_to_keeps_its_managed_fields() {
     assert_eq!(calls(&stack, "patch_metadata", "success").await, 0.0);
 }
 
-fn rule(resource: &str, verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(vec!["kubernaut.ai".into()]),
-        resources: Some(vec![resource.into()]),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        ..PolicyRule::default()
-    }
-}
+const GROUP: &str = "kubernaut.ai";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_clearing_turns_clearing_off_and_counting_goes_on() {
     let plane = gateway_envtest::shared().await.unwrap();
     let mut stack = Stack::open(plane, "managed-refused", &[]).await;
     // The gateway's RR grants as they were before clearing existed: no patch of the RR itself.
-    let account = "no-rr-patch";
-    let meta = ObjectMeta {
-        name: Some(account.into()),
-        ..ObjectMeta::default()
-    };
-    let role = Role {
-        metadata: meta.clone(),
-        rules: Some(vec![
-            rule("remediationrequests", &["get", "list", "watch", "create"]),
-            rule("remediationrequests/status", &["patch"]),
-        ]),
-    };
-    let client = &stack.client;
-    Api::<Role>::namespaced(client.clone(), &stack.ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding = RoleBinding {
-        metadata: meta,
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: account.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: account.into(),
-            namespace: Some(stack.ns.clone()),
-            ..Subject::default()
-        }]),
-    };
-    Api::<RoleBinding>::namespaced(client.clone(), &stack.ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    let token = plane
-        .service_account_token(&stack.ns, account, Duration::from_secs(3600))
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    support::kubeconfig_for_token(plane, &token, &stack.ns, &kubeconfig);
+    let rules = vec![
+        rule(
+            GROUP,
+            "remediationrequests",
+            &["get", "list", "watch", "create"],
+        ),
+        rule(GROUP, "remediationrequests/status", &["patch"]),
+    ];
+    restricted_identity(
+        plane,
+        &stack.client,
+        &stack.ns,
+        "no-rr-patch",
+        rules,
+        &kubeconfig,
+    )
+    .await;
     // Only the RR grants: no sender reviews, no owner cache, no ring.
     let args = [
         "--auth-mode",

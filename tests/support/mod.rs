@@ -418,6 +418,67 @@ pub fn kubeconfig_for_token(
     std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
 }
 
+/// A namespaced RBAC rule: `verbs` on `resource` of API group `group`.
+pub fn rule(group: &str, resource: &str, verbs: &[&str]) -> k8s_openapi::api::rbac::v1::PolicyRule {
+    k8s_openapi::api::rbac::v1::PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(vec![resource.into()]),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A gateway identity with only `rules`: a Role and RoleBinding named `account` in
+/// `namespace` for the ServiceAccount `account`, and a kubeconfig at `path` that authenticates
+/// with a real TokenRequest token of it.
+pub async fn restricted_identity(
+    plane: &gateway_envtest::ControlPlane,
+    client: &kube::Client,
+    namespace: &str,
+    account: &str,
+    rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule>,
+    path: &std::path::Path,
+) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::api::{Api, PostParams};
+    let metadata = ObjectMeta {
+        name: Some(account.into()),
+        ..ObjectMeta::default()
+    };
+    let role = Role {
+        metadata: metadata.clone(),
+        rules: Some(rules),
+    };
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding = RoleBinding {
+        metadata,
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: account.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: account.into(),
+            namespace: Some(namespace.into()),
+            ..Subject::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let token = plane
+        .service_account_token(namespace, account, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    kubeconfig_for_token(plane, &token, namespace, path);
+}
+
 /// A control plane of the test binary's own, with the RR CRD: for tests that stop or pause its
 /// processes, which would disturb tests sharing [`gateway_envtest::shared`].
 pub async fn own_plane() -> gateway_envtest::ControlPlane {
