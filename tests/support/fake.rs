@@ -44,6 +44,14 @@ pub struct FakeStore {
     calls: AtomicU64,
 }
 
+/// Sleeps the milliseconds (tokio time) that `ms` holds, if any.
+async fn delay(ms: &AtomicU64) {
+    let ms = ms.load(Ordering::SeqCst);
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 impl FakeStore {
     fn bump(&self) -> String {
         (self.next_rv.fetch_add(1, Ordering::SeqCst) + 1).to_string()
@@ -52,10 +60,7 @@ impl FakeStore {
     async fn maybe_fail(&self) -> Result<(), StoreError> {
         // Yield so concurrent signals really interleave with in-flight calls.
         tokio::task::yield_now().await;
-        let latency = self.latency_ms.load(Ordering::SeqCst);
-        if latency > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
-        }
+        delay(&self.latency_ms).await;
         let n = self.fail_every.load(Ordering::SeqCst);
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if n > 0 && call.is_multiple_of(n) {
@@ -208,10 +213,7 @@ impl RrStore for FakeStore {
 
     async fn clear_managed_fields(&self, name: &str) -> Result<RemediationRequest, StoreError> {
         self.maybe_fail().await?;
-        let latency = self.clearing_latency_ms.load(Ordering::SeqCst);
-        if latency > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
-        }
+        delay(&self.clearing_latency_ms).await;
         let mut rrs = self.rrs.lock().unwrap();
         let rr = rrs.get_mut(name).ok_or(StoreError::NotFound)?;
         rr.metadata.managed_fields = None;
