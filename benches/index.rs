@@ -17,7 +17,10 @@ mod pod_rr;
 const ENTRIES: usize = 100_000;
 
 fn rr(i: usize, resource_version: u64) -> (Fingerprint, RemediationRequest) {
-    pod_rr::pod_rr(&format!("api-{i}"), vec![1, 2, 3], Some(resource_version))
+    // Three arrivals, the last one now (the RR's last occurrence), as a repeating alert leaves.
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let recent = vec![now_ms - 2000, now_ms - 1000, now_ms];
+    pod_rr::pod_rr(&format!("api-{i}"), recent, Some(resource_version))
 }
 
 fn filled() -> (Arc<Index>, Vec<(Fingerprint, RemediationRequest)>) {

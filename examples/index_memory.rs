@@ -30,7 +30,10 @@ fn main() {
     let before = resident_mib();
     let index = Index::new();
     for i in 0..n {
-        let recent: Vec<i64> = if storm { (0..64).collect() } else { vec![0] };
+        // Arrivals up to the RR's last occurrence (now), one second apart, as a storm leaves.
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let arrivals = if storm { 64 } else { 1 };
+        let recent: Vec<i64> = (0..arrivals).rev().map(|k| now_ms - 1000 * k).collect();
         let (_, rr) = pod_rr::pod_rr(&format!("api-{i}"), recent, Some(i as u64 + 1));
         index.apply(&rr);
     }

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
 use jiff::Timestamp;
-use smallvec::SmallVec;
 
 use crate::fingerprint::Fingerprint;
 use crate::k8s::history::History;
@@ -35,56 +34,97 @@ pub const GENERATION_LABEL: &str = "gateway.kubernaut.ai/generation";
 
 /// The fingerprint's bytes.
 type Key = [u8; 32];
-type Shards = DashMap<Key, SmallVec<[Stored; 1]>, ahash::RandomState>;
+type Shards = DashMap<Key, Rrs, ahash::RandomState>;
 
 /// Recent arrivals kept inline; a larger `storm.history_size` spills to the heap.
 const INLINE_RECENT: usize = 5;
 
-/// One RR as the index stores it; [`RrState`] is its expanded form.
+/// One RR as the index stores it (64 bytes); [`RrState`] is its expanded form. What few RRs
+/// have (a foreign name, a storm crossing, a routing hold, a history that does not fit inline)
+/// lives in [`Rare`], behind one pointer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Stored {
-    /// `None` when the name is the one [`rr_name`] derives from the fingerprint and
-    /// generation; RRs made by someone else keep theirs.
-    foreign_name: Option<Arc<str>>,
+    rare: Option<Box<Rare>>,
     resource_version: u64,
-    count: i64,
     first_seen_ms: i64,
     last_seen_ms: i64,
-    /// `i64::MIN` when absent.
-    next_allowed_execution_ms: i64,
-    /// `(arrival ms, count)`; count 0 when no storm was detected.
-    detected: (i64, i64),
-    recent: SmallVec<[i64; INLINE_RECENT]>,
+    /// 0 when [`Rare::count`] holds it.
+    count: u32,
     /// `u32::MAX` when absent.
     generation: u32,
-    flags: u8,
+    /// Recent arrivals, oldest first, as milliseconds before `last_seen_ms`; the first
+    /// `recent_len` are used. Empty when [`Rare::recent`] holds them.
+    recent: [u32; INLINE_RECENT],
+    recent_len: u8,
+    initialised: bool,
+    terminal: bool,
+    manual_review: bool,
 }
 
-const INITIALISED: u8 = 1;
-const TERMINAL: u8 = 2;
-const MANUAL_REVIEW: u8 = 4;
+/// The parts of an RR that most RRs do not have.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Rare {
+    /// The name, for an RR whose name is not the one [`rr_name`] derives from the fingerprint
+    /// and generation (RRs made by someone else).
+    foreign_name: Option<Arc<str>>,
+    next_allowed_execution_ms: Option<i64>,
+    /// `(arrival ms, count)` of the storm crossing.
+    detected: Option<(i64, i64)>,
+    /// The recent arrivals when they do not fit inline: more than [`INLINE_RECENT`], or one
+    /// after `last_seen` or more than `u32::MAX` ms before it.
+    recent: Option<Vec<i64>>,
+    /// The count when it does not fit in a `u32`.
+    count: Option<i64>,
+}
 
 impl Stored {
     fn new(fingerprint: &Fingerprint, state: RrState) -> Stored {
         let derived = state
             .generation
             .is_some_and(|g| *state.name == rr_name(fingerprint, g));
-        let flag = |set: bool, bit: u8| if set { bit } else { 0 };
-        Stored {
+        let last_seen_ms = state.last_seen.as_millisecond();
+        let mut rare = Rare {
             foreign_name: (!derived).then_some(state.name),
+            next_allowed_execution_ms: state.next_allowed_execution.map(|t| t.as_millisecond()),
+            detected: state.history.detected,
+            ..Rare::default()
+        };
+        let mut recent = [0u32; INLINE_RECENT];
+        let mut recent_len = 0u8;
+        for &at in &state.history.recent {
+            let before = last_seen_ms
+                .checked_sub(at)
+                .and_then(|d| u32::try_from(d).ok());
+            match (before, recent.get_mut(usize::from(recent_len))) {
+                (Some(before), Some(slot)) => {
+                    *slot = before;
+                    recent_len += 1;
+                }
+                _ => {
+                    recent_len = 0;
+                    break;
+                }
+            }
+        }
+        if recent_len == 0 && !state.history.recent.is_empty() {
+            rare.recent = Some(state.history.recent);
+        }
+        let count = u32::try_from(state.history.count).unwrap_or_else(|_| {
+            rare.count = Some(state.history.count);
+            0
+        });
+        Stored {
+            rare: (rare != Rare::default()).then(|| Box::new(rare)),
             resource_version: state.resource_version,
-            count: state.history.count,
             first_seen_ms: state.first_seen.as_millisecond(),
-            last_seen_ms: state.last_seen.as_millisecond(),
-            next_allowed_execution_ms: state
-                .next_allowed_execution
-                .map_or(i64::MIN, |t| t.as_millisecond()),
-            detected: state.history.detected.unwrap_or((0, 0)),
-            recent: SmallVec::from_vec(state.history.recent),
+            last_seen_ms,
+            count,
             generation: state.generation.unwrap_or(u32::MAX),
-            flags: flag(state.initialised, INITIALISED)
-                | flag(state.terminal, TERMINAL)
-                | flag(state.manual_review, MANUAL_REVIEW),
+            recent,
+            recent_len,
+            initialised: state.initialised,
+            terminal: state.terminal,
+            manual_review: state.manual_review,
         }
     }
 
@@ -92,12 +132,16 @@ impl Stored {
         (self.generation != u32::MAX).then_some(self.generation)
     }
 
-    fn is(&self, flag: u8) -> bool {
-        self.flags & flag != 0
+    fn foreign_name(&self) -> Option<&Arc<str>> {
+        self.rare.as_ref()?.foreign_name.as_ref()
+    }
+
+    fn next_allowed_execution_ms(&self) -> Option<i64> {
+        self.rare.as_ref()?.next_allowed_execution_ms
     }
 
     fn has_name(&self, fingerprint: &Fingerprint, name: &str) -> bool {
-        match (&self.foreign_name, self.generation()) {
+        match (self.foreign_name(), self.generation()) {
             (Some(own), _) => &**own == name,
             (None, Some(generation)) => rr_name(fingerprint, generation) == name,
             (None, None) => false,
@@ -105,32 +149,100 @@ impl Stored {
     }
 
     fn is_active(&self, now_ms: i64) -> bool {
-        !self.is(TERMINAL) || self.is(MANUAL_REVIEW) || self.next_allowed_execution_ms > now_ms
+        !self.terminal
+            || self.manual_review
+            || self
+                .next_allowed_execution_ms()
+                .is_some_and(|at| at > now_ms)
     }
 
     fn expand(&self, fingerprint: &Fingerprint) -> RrState {
         let time = |ms: i64| Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH);
         let generation = self.generation();
+        let rare = self.rare.as_deref();
+        let recent = match rare.and_then(|r| r.recent.as_ref()) {
+            Some(recent) => recent.clone(),
+            None => self.recent[..usize::from(self.recent_len)]
+                .iter()
+                .map(|&before| self.last_seen_ms - i64::from(before))
+                .collect(),
+        };
         RrState {
-            name: match (&self.foreign_name, generation) {
+            name: match (self.foreign_name(), generation) {
                 (Some(name), _) => name.clone(),
                 (None, generation) => rr_name(fingerprint, generation.unwrap_or_default()).into(),
             },
             generation,
             resource_version: self.resource_version,
             history: History {
-                count: self.count,
-                recent: self.recent.to_vec(),
-                detected: (self.detected.1 != 0).then_some(self.detected),
+                count: rare.and_then(|r| r.count).unwrap_or(i64::from(self.count)),
+                recent,
+                detected: rare.and_then(|r| r.detected),
             },
-            initialised: self.is(INITIALISED),
+            initialised: self.initialised,
             first_seen: time(self.first_seen_ms),
             last_seen: time(self.last_seen_ms),
-            terminal: self.is(TERMINAL),
-            manual_review: self.is(MANUAL_REVIEW),
-            next_allowed_execution: (self.next_allowed_execution_ms != i64::MIN)
-                .then(|| time(self.next_allowed_execution_ms)),
+            terminal: self.terminal,
+            manual_review: self.manual_review,
+            next_allowed_execution: self.next_allowed_execution_ms().map(time),
         }
+    }
+}
+
+/// The RRs of one fingerprint: one inline (the usual case, in the space of the entry itself),
+/// or several.
+#[derive(Debug)]
+enum Rrs {
+    One(Stored),
+    Many(Vec<Stored>),
+}
+
+impl Default for Rrs {
+    fn default() -> Self {
+        Rrs::Many(Vec::new())
+    }
+}
+
+impl Rrs {
+    fn as_slice(&self) -> &[Stored] {
+        match self {
+            Rrs::One(rr) => std::slice::from_ref(rr),
+            Rrs::Many(rrs) => rrs,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Stored] {
+        match self {
+            Rrs::One(rr) => std::slice::from_mut(rr),
+            Rrs::Many(rrs) => rrs,
+        }
+    }
+
+    fn push(&mut self, rr: Stored) {
+        match std::mem::take(self) {
+            Rrs::Many(rrs) if rrs.is_empty() => *self = Rrs::One(rr),
+            Rrs::Many(mut rrs) => {
+                rrs.push(rr);
+                *self = Rrs::Many(rrs);
+            }
+            Rrs::One(first) => *self = Rrs::Many(vec![first, rr]),
+        }
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&Stored) -> bool) {
+        let mut rrs = match std::mem::take(self) {
+            Rrs::One(rr) => vec![rr],
+            Rrs::Many(rrs) => rrs,
+        };
+        rrs.retain(keep);
+        *self = match rrs.len() {
+            1 => Rrs::One(rrs.remove(0)),
+            _ => Rrs::Many(rrs),
+        };
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
     }
 }
 
@@ -249,7 +361,8 @@ impl Index {
         let live = self.live.load();
         let rrs = live.get(&fingerprint.to_bytes())?;
         let now_ms = now.as_millisecond();
-        rrs.iter()
+        rrs.as_slice()
+            .iter()
             .filter(|rr| rr.is_active(now_ms))
             .max_by_key(|rr| rr.generation())
             .map(|rr| rr.expand(fingerprint))
@@ -259,7 +372,8 @@ impl Index {
     pub fn resource_version(&self, fingerprint: &Fingerprint, name: &str) -> Option<u64> {
         let live = self.live.load();
         let rrs = live.get(&fingerprint.to_bytes())?;
-        rrs.iter()
+        rrs.as_slice()
+            .iter()
             .find(|rr| rr.has_name(fingerprint, name))
             .map(|rr| rr.resource_version)
     }
@@ -426,6 +540,7 @@ pub fn generation_of(rr: &RemediationRequest) -> Option<u32> {
 fn upsert(shards: &Shards, fingerprint: Fingerprint, state: RrState) {
     let mut rrs = shards.entry(fingerprint.to_bytes()).or_default();
     match rrs
+        .as_mut_slice()
         .iter_mut()
         .find(|rr| rr.has_name(&fingerprint, &state.name))
     {
@@ -591,5 +706,76 @@ mod tests {
         index.apply(&rr(&name, Some(0), 7, vec![1, 2, 3]));
         index.apply(&rr(&name, Some(0), 6, vec![1]));
         assert_eq!(index.resource_version(&fingerprint, &name), Some(7));
+    }
+
+    #[test]
+    fn an_entry_is_64_bytes_and_one_rr_sits_in_it() {
+        assert_eq!(std::mem::size_of::<Stored>(), 64);
+        assert_eq!(std::mem::size_of::<Rrs>(), std::mem::size_of::<Stored>());
+    }
+
+    #[test]
+    fn what_does_not_fit_inline_round_trips() {
+        let fingerprint = Fingerprint::of(None, "ns", "Pod", "a");
+        let now = Timestamp::from_second(1_772_366_400).unwrap();
+        let last_ms = now.as_millisecond();
+        let cases: [(i64, Vec<i64>); 5] = [
+            // Within the window: inline offsets before last_seen.
+            (3, vec![last_ms - 2_000, last_ms - 1, last_ms]),
+            // After last_seen, and far before it: kept as they are.
+            (2, vec![last_ms + 5]),
+            (2, vec![last_ms - i64::from(u32::MAX) - 1, last_ms]),
+            // A count beyond u32 and no history at all.
+            (i64::from(u32::MAX) + 7, vec![]),
+            (-1, vec![0]),
+        ];
+        for (count, recent) in cases {
+            let mut state = RrState {
+                name: rr_name(&fingerprint, 0).into(),
+                generation: Some(0),
+                resource_version: 3,
+                history: History {
+                    count,
+                    recent,
+                    detected: None,
+                },
+                initialised: true,
+                first_seen: now,
+                last_seen: now,
+                terminal: false,
+                manual_review: false,
+                next_allowed_execution: None,
+            };
+            let stored = Stored::new(&fingerprint, state.clone());
+            assert_eq!(stored.rare.is_some(), count != 3, "{count}");
+            assert_eq!(stored.expand(&fingerprint), state);
+
+            state.terminal = true;
+            state.next_allowed_execution = Some(now);
+            state.history.detected = Some((last_ms, 5));
+            let stored = Stored::new(&fingerprint, state.clone());
+            assert_eq!(stored.expand(&fingerprint), state);
+            assert!(!stored.is_active(last_ms) && stored.is_active(last_ms - 1));
+        }
+    }
+
+    #[test]
+    fn several_rrs_of_a_fingerprint_go_inline_again_when_one_is_left() {
+        let fingerprint = Fingerprint::of(None, "ns", "Pod", "a");
+        let index = Index::new();
+        let names = [rr_name(&fingerprint, 0), rr_name(&fingerprint, 1)];
+        index.apply(&rr(&names[0], Some(0), 7, vec![1]));
+        index.apply(&rr(&names[1], Some(1), 8, vec![1]));
+        let live = index.live.load();
+        assert!(
+            matches!(*live.get(&fingerprint.to_bytes()).unwrap(), Rrs::Many(ref v) if v.len() == 2)
+        );
+        index.remove(&fingerprint, &names[0], None);
+        assert!(
+            matches!(*live.get(&fingerprint.to_bytes()).unwrap(), Rrs::One(ref rr) if rr.generation == 1)
+        );
+        assert_eq!(index.resource_version(&fingerprint, &names[1]), Some(8));
+        index.remove(&fingerprint, &names[1], None);
+        assert!(index.is_empty());
     }
 }
