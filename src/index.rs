@@ -11,11 +11,12 @@
 //! the same name survives a late Delete), and leaves a short-lived tombstone so that a response
 //! that raced the Delete (a GET, a storm write) cannot bring the RR back.
 //!
-//! **Compact entries.** Every RR in the namespace lives here, so the entry is small: the key is
-//! the fingerprint's 32 bytes, one RR per fingerprint (the usual case) sits inline, times are
-//! Unix milliseconds, the recent arrivals (as many as the storm threshold by default) live in
-//! the entry itself, and a name the gateway derived is recomputed instead of stored. Readers get
-//! the expanded [`RrState`].
+//! **Compact entries.** Every RR in the namespace lives here, so the entry is small (64 bytes):
+//! the key is the fingerprint's 32 bytes, one RR per fingerprint (the usual case) sits in the
+//! entry itself, times are Unix milliseconds, the recent arrivals (as many as the storm
+//! threshold by default) are `u32` offsets before the last occurrence, a name the gateway
+//! derived is recomputed instead of stored, and what few RRs have sits behind one pointer
+//! ([`Rare`]). Readers get the expanded [`RrState`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
