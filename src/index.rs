@@ -102,7 +102,7 @@ impl Stored {
                     recent_len += 1;
                 }
                 _ => {
-                    recent_len = 0;
+                    (recent, recent_len) = ([0; INLINE_RECENT], 0);
                     break;
                 }
             }
