@@ -20,7 +20,7 @@ use crate::telemetry::Metrics;
 /// RRs per list page. Each page is decoded whole (full objects, managed fields included) before
 /// its items reach the index, and with glibc's allocator that transient heap stays resident
 /// after the list: with 100 000 RRs a gateway settled at 41 MiB with pages of 500 and 30 MiB
-/// with pages of 100, for a first list 10–15 s longer (PERF.md, 2026-12-02 "a smaller index").
+/// with pages of 100, for a first list 8–17 s longer (PERF.md, 2026-12-02 "a smaller index").
 const LIST_PAGE_SIZE: u32 = 100;
 
 /// How often a lost API is probed for readiness.
