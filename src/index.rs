@@ -82,7 +82,7 @@ impl Stored {
     fn new(fingerprint: &Fingerprint, state: RrState) -> Stored {
         let derived = state
             .generation
-            .is_some_and(|g| *state.name == rr_name(fingerprint, g));
+            .is_some_and(|g| g != u32::MAX && *state.name == rr_name(fingerprint, g));
         let last_seen_ms = state.last_seen.as_millisecond();
         let mut rare = Rare {
             foreign_name: (!derived).then_some(state.name),
@@ -758,6 +758,17 @@ mod tests {
             assert_eq!(stored.expand(&fingerprint), state);
             assert!(!stored.is_active(last_ms) && stored.is_active(last_ms - 1));
         }
+    }
+
+    #[test]
+    fn a_generation_equal_to_the_sentinel_keeps_its_name() {
+        let fingerprint = Fingerprint::of(None, "ns", "Pod", "a");
+        let index = Index::new();
+        let name = rr_name(&fingerprint, u32::MAX);
+        index.apply(&rr(&name, Some(u32::MAX), 4, vec![1]));
+        let now = Timestamp::from_second(1_772_366_400).unwrap();
+        assert_eq!(*index.active(&fingerprint, now).unwrap().name, *name);
+        assert_eq!(index.resource_version(&fingerprint, &name), Some(4));
     }
 
     #[test]
