@@ -230,16 +230,22 @@ impl Rrs {
         }
     }
 
-    fn retain(&mut self, keep: impl FnMut(&Stored) -> bool) {
-        let mut rrs = match std::mem::take(self) {
-            Rrs::One(rr) => vec![rr],
-            Rrs::Many(rrs) => rrs,
-        };
-        rrs.retain(keep);
-        *self = match rrs.len() {
-            1 => Rrs::One(rrs.remove(0)),
-            _ => Rrs::Many(rrs),
-        };
+    fn retain(&mut self, mut keep: impl FnMut(&Stored) -> bool) {
+        match self {
+            Rrs::One(rr) => {
+                if !keep(rr) {
+                    *self = Rrs::default();
+                }
+            }
+            Rrs::Many(rrs) => {
+                rrs.retain(keep);
+                if rrs.len() == 1
+                    && let Some(rr) = rrs.pop()
+                {
+                    *self = Rrs::One(rr);
+                }
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -726,7 +732,7 @@ mod tests {
             // After last_seen, and far before it: kept as they are.
             (2, vec![last_ms + 5]),
             (2, vec![last_ms - i64::from(u32::MAX) - 1, last_ms]),
-            // A count beyond u32 and no history at all.
+            // A count beyond u32 and no history at all; a negative count, an arrival at the epoch.
             (i64::from(u32::MAX) + 7, vec![]),
             (-1, vec![0]),
         ];
